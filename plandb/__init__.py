@@ -1,0 +1,1 @@
+"""plandb: hierarchical, multi-file SQLite storage for LLM-agent planners."""
