@@ -1,0 +1,268 @@
+"""Opening apsw connections, and a bounded, thread-safe cache of them.
+
+Every connection plandb uses is opened here, with its policy applied as small named steps
+(`OPEN_STEPS`). If a step fails the connection is closed before the error is raised, so no
+half-configured connection ever escapes.
+
+`ConnectionPool` keeps at most `max_open_files` connections (LRU): a root with 100,000 plan files
+never means 100,000 open descriptors. Each cached connection has its own re-entrant lock; a
+caller holds it for the duration of a read or write, so two threads never interleave statements
+of two transactions on one connection. A connection in use is never evicted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+
+from .config import FILE_MODE, make_private
+from .errors import CorruptDatabase, RepositoryClosed, StorageError, translate
+
+# --- open steps ------------------------------------------------------------------------------
+
+
+def connection_busy_timeout(conn: apsw.Connection, ms: int) -> None:
+    """Wait up to `ms` for another writer instead of failing at once (apsw's default is 0)."""
+    conn.set_busy_timeout(ms)
+
+
+def connection_wal(conn: apsw.Connection, ms: int) -> None:
+    """WAL: readers never block the writer and the writer never blocks readers.
+
+    Also checks that the file really is a SQLite database: garbage fails here, not later.
+    """
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+    if str(mode).lower() != "wal":  # e.g. a file on a filesystem without shared memory
+        raise StorageError(f"could not switch to WAL (journal_mode={mode})")
+
+
+def connection_synchronous(conn: apsw.Connection, ms: int) -> None:
+    """NORMAL is durable against process crashes in WAL mode; fsyncs happen at checkpoints."""
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def connection_foreign_keys(conn: apsw.Connection, ms: int) -> None:
+    """Enforce REFERENCES clauses (off by default in SQLite, per connection)."""
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def connection_small_checkpoints(conn: apsw.Connection, ms: int) -> None:
+    """Checkpoint less often than the 1000-page default: small writes stay cheap.
+
+    4000 pages (16 MiB at 4 KiB pages) bounds the -wal file; close() checkpoints fully.
+    """
+    conn.wal_autocheckpoint(4000)
+
+
+OPEN_STEPS: tuple[Callable[[apsw.Connection, int], None], ...] = (
+    connection_busy_timeout,
+    connection_wal,
+    connection_synchronous,
+    connection_foreign_keys,
+    connection_small_checkpoints,
+)
+
+
+def _precreate_private(path: Path) -> None:
+    """Create an empty 0600 file so SQLite (and its -wal/-shm, which copy the mode) is private.
+
+    O_EXCL: if another process created it first we simply open theirs.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_connection(
+    path: str | os.PathLike,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    busy_timeout_ms: int = 10_000,
+) -> apsw.Connection:
+    """Open one database file with plandb's connection policy.
+
+    ``readonly=True`` opens with SQLITE_OPEN_READONLY and applies only the busy timeout (no WAL
+    switch, nothing written): for inspect and doctor, which must never change a file.
+    Raises `FileNotFoundError` if the file is missing and ``create`` is false, and
+    `CorruptDatabase` when the file is not a SQLite database.
+    """
+    path = Path(path)
+    if readonly or not create:
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+    else:
+        _precreate_private(path)
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+    except apsw.Error as exc:
+        raise translate(exc, path) from exc
+    try:
+        if readonly:
+            connection_busy_timeout(conn, busy_timeout_ms)
+            # Touch the header so garbage files fail now with a clear error.
+            conn.execute("PRAGMA schema_version").fetchall()
+        else:
+            for step in OPEN_STEPS:
+                step(conn, busy_timeout_ms)
+            make_private(path)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
+            raise CorruptDatabase(path, str(exc)) from exc
+        if isinstance(exc, apsw.Error):
+            raise translate(exc, path) from exc
+        raise
+    return conn
+
+
+# --- the pool --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Handle:
+    """One cached connection, its lock, and per-connection state callers may keep (`cache`)."""
+
+    path: Path
+    conn: apsw.Connection
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    cache: dict = field(default_factory=dict)
+
+
+class ConnectionPool:
+    """LRU cache of open connections, one per file, bounded by `max_open`.
+
+    ``on_open(conn, path)`` runs once per physical open (schema checks live there), while the
+    handle's lock is held, before anyone else can use the connection.
+    """
+
+    def __init__(
+        self,
+        max_open: int = 64,
+        busy_timeout_ms: int = 10_000,
+    ):
+        self.max_open = max_open
+        self.busy_timeout_ms = busy_timeout_ms
+        self._handles: OrderedDict[Path, Handle] = OrderedDict()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.opens = 0  # physical opens, for tests and the benchmark
+
+    @contextmanager
+    def use(
+        self,
+        path: Path,
+        on_open: Callable[[apsw.Connection, Path], None] | None = None,
+        *,
+        create: bool = True,
+    ) -> Iterator[Handle]:
+        """Yield the cached handle for `path`, holding its lock; open it if needed."""
+        handle = self._acquire(path, on_open, create)
+        try:
+            yield handle
+        finally:
+            handle.lock.release()
+
+    def _acquire(self, path: Path, on_open, create: bool) -> Handle:
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RepositoryClosed("the connection pool is closed; open a new repository")
+                handle = self._handles.get(path)
+                if handle is not None:
+                    self._handles.move_to_end(path)
+            if handle is None:
+                return self._open(path, on_open, create)
+            handle.lock.acquire()
+            # It may have been evicted (closed) between lookup and lock.
+            with self._lock:
+                if self._handles.get(path) is handle:
+                    return handle
+            handle.lock.release()
+
+    def _open(self, path: Path, on_open, create: bool) -> Handle:
+        conn = open_connection(path, create=create, busy_timeout_ms=self.busy_timeout_ms)
+        handle = Handle(path, conn)
+        handle.lock.acquire()
+        try:
+            if on_open is not None:
+                on_open(conn, path)
+        except BaseException:
+            handle.lock.release()
+            conn.close()
+            raise
+        with self._lock:
+            self.opens += 1
+            other = self._handles.get(path)
+            if other is not None or self._closed:
+                # Another thread opened the same file meanwhile: use one connection only.
+                handle.lock.release()
+                conn.close()
+                if self._closed:
+                    raise RepositoryClosed("the connection pool is closed; open a new repository")
+            else:
+                self._handles[path] = handle
+                self._evict_locked()
+                return handle
+        return self._acquire(path, None, create)
+
+    def _evict_locked(self) -> None:
+        """Close least-recently-used idle connections until within the bound."""
+        if len(self._handles) <= self.max_open:
+            return
+        for key in list(self._handles):
+            if len(self._handles) <= self.max_open:
+                break
+            handle = self._handles[key]
+            if handle.lock.acquire(blocking=False):
+                try:
+                    del self._handles[key]
+                    _close_quietly(handle.conn)
+                finally:
+                    handle.lock.release()
+
+    def discard(self, path: Path) -> None:
+        """Close and forget the connection for `path` (before deleting or replacing the file)."""
+        with self._lock:
+            handle = self._handles.pop(path, None)
+        if handle is not None:
+            with handle.lock:
+                _close_quietly(handle.conn)
+
+    def discard_under(self, folder: Path) -> None:
+        """Close every cached connection to a file below `folder`."""
+        with self._lock:
+            paths = [p for p in self._handles if folder in p.parents]
+        for p in paths:
+            self.discard(p)
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._handles)
+
+    def close(self) -> None:
+        """Close every connection; later use raises RepositoryClosed. Idempotent."""
+        with self._lock:
+            self._closed = True
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            with handle.lock:
+                _close_quietly(handle.conn)
+
+
+def _close_quietly(conn: apsw.Connection) -> None:
+    try:
+        conn.close()
+    except apsw.Error:  # pragma: no cover - close only fails on misuse we already prevent
+        pass

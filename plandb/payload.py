@@ -1,0 +1,56 @@
+"""Every payload on its way into a database file passes through here: redact, then encode.
+
+Stores never call `jsonutil.dumps` on user data directly; they call `Payloads.json()` /
+`Payloads.text()`, so a secret or an oversized field is scrubbed *before* it is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import jsonutil
+from .errors import InvalidInput
+from .redaction import DEFAULT_REDACTOR, Redactor
+
+
+class Payloads:
+    """Redaction + encoding for one repository (its `Redactor` decides limits and rules)."""
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, redactor: Redactor | None = None):
+        self.redactor = redactor or DEFAULT_REDACTOR
+
+    def json(self, value: Any) -> str | None:
+        """Redacted JSON text for a JSON column (None stays NULL)."""
+        if value is None:
+            return None
+        return jsonutil.dumps(self.redactor.redact(value))
+
+    def json_object(self, value: Any, what: str = "metadata") -> str | None:
+        """Like `json`, but the value must be a mapping (or None)."""
+        if value is not None and not isinstance(value, dict):
+            raise InvalidInput(f"{what} must be a dict (JSON object), got {type(value).__name__}")
+        return self.json(value)
+
+    def text(self, value: Any, what: str = "text") -> str | None:
+        """Redacted (and size-capped) text for a TEXT column (None stays NULL)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+        out = self.redactor.redact(value)
+        return out if isinstance(out, str) else str(out)
+
+
+def clean_name(value: Any, what: str = "name", max_len: int = 10_000) -> str:
+    """A required, non-blank string of reasonable size (names, titles, statuses)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput(f"{what} must not be blank")
+    if len(value) > max_len:
+        raise InvalidInput(f"{what} is {len(value)} characters; the limit is {max_len}")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain NUL characters")
+    return value

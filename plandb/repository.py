@@ -1,0 +1,553 @@
+"""PlanRepository: the one door. Each call lands in exactly one file (or, for plan lifecycle
+calls, in the registry and one plan file, in a crash-safe order).
+
+=================================  =========================================================
+call                                file
+=================================  =========================================================
+create_plan / delete_plan           main/plan_registry.db + plans/plan_<id>.sqlite (see below)
+list_plans / get_plan_summary       main/plan_registry.db only (no plan file is opened)
+update_plan                         plans/plan_<id>.sqlite (plan_meta), then the registry
+create_task ... restore_snapshot    plans/plan_<id>.sqlite
+jobs, action logs (plan_id=None)    jobs/system_jobs.sqlite, else the plan's file
+chat sessions, messages, runs       main/plan_registry.db
+memories                            sessions/session_<id>.sqlite (no session: registry)
+caches                              cache/<name>_cache.db
+=================================  =========================================================
+
+Crash-safe order of the multi-file steps (`plandb doctor` = `reconcile` repairs any cut):
+
+create_plan
+  1. registry: row ``state='creating'`` with a fresh id (never one a file on disk uses)
+  2. temp/plan_<id>.building: template bytes written, plan_meta filled in, closed, fsynced
+  3. rename into plans/plan_<id>.sqlite, fsync the folder
+  4. registry: ``state='ready'``; only now does create_plan return.
+  Reconcile: 'creating' + file in place -> ready; 'creating' without it -> row dropped and
+  leftovers removed (nothing was acknowledged); a plan file with no row -> registered from its
+  own plan_meta, keeping its id.
+delete_plan
+  1. registry: ``state='deleting'``  2. remove the file with -wal/-shm  3. delete the row.
+  Reconcile: 'deleting' -> finish both steps.
+
+Task writes keep the registry's ``task_count``/``updated_at`` in step without a registry commit
+per write: each plan commit marks the plan dirty (after commit), and dirty plans are flushed in
+one registry transaction at the next list/summary call, on `flush()`/`close()`, or once
+`registry_sync_interval` seconds have passed. Other processes see those two fields at most that
+late; after a crash, reconcile recomputes them from the plan files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from . import schema
+from .config import DatabaseConfig, check_plan_id
+from .connection import ConnectionPool, Handle, open_connection
+from .errors import InvalidInput, PlanDBError, PlanNotFound, translate
+from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
+from .payload import Payloads, clean_name
+from .records import RecordsMixin
+from .redaction import Redactor
+from .stores import registry as reg
+from .stores.plan import PlanStore, SiblingCache
+from .timestamps import now
+from .transaction import read, write
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (so a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PlanRepository(RecordsMixin):
+    """Routes every read and write to the right file under one DB_ROOT.
+
+    Thread-safe; use one per process (or per thread pool) and `close()` it, or use it as a
+    context manager. Example::
+
+        with PlanRepository(DatabaseConfig("/tmp/db")) as repo:
+            plan = repo.create_plan("Ship v2", owner="ana")
+            root = repo.create_task(plan.id, name="Design")
+            repo.create_task(plan.id, name="Schema", parent_id=root.id)
+            print(repo.get_plan_tree(plan.id).to_outline())
+    """
+
+    def __init__(
+        self,
+        config: DatabaseConfig | str | os.PathLike | None = None,
+        *,
+        redactor: Redactor | None = None,
+        registry_sync_interval: float = 1.0,
+    ):
+        if not isinstance(config, DatabaseConfig):
+            config = DatabaseConfig(config)
+        self.config = config
+        self.pool = ConnectionPool(config.max_open_files, config.busy_timeout_ms)
+        self.payloads = Payloads(redactor)
+        self.registry_sync_interval = registry_sync_interval
+        self._dirty: dict[int, str] = {}
+        self._dirty_lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._template: bytes | None = None
+        self._template_lock = threading.Lock()
+        self._backups = config.folder("backups")
+        self._init_records()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush registry bookkeeping and close every connection. Idempotent."""
+        if self.pool._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self.pool.close()
+
+    def __enter__(self) -> PlanRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _on_open(self, kind: str):
+        backups = self._backups
+
+        def check(conn: apsw.Connection, path: Path) -> None:
+            schema.ensure_schema(conn, path, kind, backup_dir=backups)
+
+        return check
+
+    @contextmanager
+    def _handle(self, path: Path, kind: str, *, create: bool = True) -> Iterator[Handle]:
+        """The pooled, schema-checked connection handle for `path` (a file of `kind`)."""
+        try:
+            with self.pool.use(path, self._on_open(kind), create=create) as handle:
+                yield handle
+        except apsw.Error as exc:
+            raise translate(exc, path) from exc
+
+    @contextmanager
+    def _open(self, path: Path, kind: str, *, create: bool = True) -> Iterator[apsw.Connection]:
+        """A pooled, schema-checked connection to `path` (a file of `kind`)."""
+        with self._handle(path, kind, create=create) as handle:
+            yield handle.conn
+
+    def _registry(self):
+        return self._open(self.config.main_db_path, "registry")
+
+    @contextmanager
+    def _plan(self, plan_id: int) -> Iterator[PlanStore]:
+        """A PlanStore on the plan's file; PlanNotFound if the file does not exist."""
+        path = self.config.plan_db_path(plan_id)
+        try:
+            with self._handle(path, "plan", create=False) as handle:
+                siblings = handle.cache.get("siblings")
+                if siblings is None:
+                    siblings = handle.cache["siblings"] = SiblingCache()
+                yield PlanStore(handle.conn, plan_id, self.payloads, siblings)
+        except FileNotFoundError:
+            raise PlanNotFound(plan_id, "no plan file") from None
+
+    @contextmanager
+    def _plan_write(self, plan_id: int) -> Iterator[PlanStore]:
+        """A write transaction on the plan's file that marks the plan dirty after commit."""
+        with self._plan(plan_id) as store:
+            path = self.config.plan_db_path(plan_id)
+            with write(store.conn, path, retries=self.config.write_retries) as tx:
+                stamp = now()
+                tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
+                yield store
+        self._maybe_flush()
+
+    # --- registry bookkeeping --------------------------------------------------------------
+
+    def _mark_dirty(self, plan_id: int, stamp: str) -> None:
+        with self._dirty_lock:
+            self._dirty[plan_id] = stamp
+
+    def _maybe_flush(self) -> None:
+        if self._dirty and time.monotonic() - self._last_flush >= self.registry_sync_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending task counts and update times of written plans into the registry."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+            self._last_flush = time.monotonic()
+        if not dirty:
+            return
+        rows = []
+        for plan_id, stamp in dirty.items():
+            try:
+                with self._plan(plan_id) as store:
+                    rows.append((plan_id, store.task_count(), stamp))
+            except PlanNotFound:
+                continue
+        with self._registry() as conn, write(conn, self.config.main_db_path) as _tx:
+            reg.sync_counts(conn, rows)
+
+    # --- plans -----------------------------------------------------------------------------
+
+    def _template_bytes(self) -> bytes:
+        """A plan file with the schema already applied, built once per repository."""
+        with self._template_lock:
+            if self._template is None:
+                tmp = self.config.temp_db_path(f"template-{os.getpid()}-{id(self)}")
+                conn = open_connection(tmp, busy_timeout_ms=self.config.busy_timeout_ms)
+                try:
+                    schema.ensure_schema(conn, tmp, "plan")
+                finally:
+                    conn.close()
+                self._template = tmp.read_bytes()
+                tmp.unlink()
+            return self._template
+
+    def _file_taken(self, plan_id: int) -> bool:
+        return (self.config.plan_db_path(plan_id).exists()
+                or self._building_path(plan_id).exists())
+
+    def _building_path(self, plan_id: int) -> Path:
+        return self.config.folder("temp") / f"plan_{plan_id}.building"
+
+    def create_plan(
+        self,
+        title: str,
+        *,
+        owner: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> PlanTree:
+        """Create a plan: a registry row and its own file. Returns the (empty) tree."""
+        p = self.payloads
+        title = p.text(clean_name(title, "title"))
+        owner = None if owner is None else clean_name(owner, "owner", 1000)
+        description = p.text(description, "description")
+        meta_json = p.json_object(metadata)
+        stamp = now()
+        main = self.config.main_db_path
+        with self._registry() as conn:
+            with write(conn, main, retries=self.config.write_retries):
+                plan_id = reg.next_plan_id(conn, self._file_taken)
+                final = self.config.plan_db_path(plan_id)
+                reg.insert_plan(conn, plan_id, title=title, owner=owner, description=description,
+                                metadata_json=meta_json,
+                                plan_file=str(final.relative_to(self.config.root)),
+                                state="creating", stamp=stamp)
+        try:
+            self._build_plan_file(plan_id, final, {
+                "plan_id": str(plan_id), "title": title, "description": description,
+                "owner": owner, "metadata": meta_json, "created_at": stamp, "updated_at": stamp,
+            })
+        except BaseException:
+            self._abandon_creation(plan_id)
+            raise
+        with self._registry() as conn, write(conn, main, retries=self.config.write_retries):
+            reg.set_state(conn, plan_id, "ready")
+        return PlanTree(id=plan_id, title=title, description=description,
+                        metadata=(metadata and self._decoded(meta_json)) or {})
+
+    @staticmethod
+    def _decoded(meta_json: str | None) -> dict:
+        from .jsonutil import loads
+        return loads(meta_json, {}) or {}
+
+    def _build_plan_file(self, plan_id: int, final: Path, meta: dict[str, Any]) -> None:
+        building = self._building_path(plan_id)
+        fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self._template_bytes())
+        finally:
+            os.close(fd)
+        conn = open_connection(building, busy_timeout_ms=self.config.busy_timeout_ms)
+        try:
+            store = PlanStore(conn, plan_id, self.payloads)
+            with write(conn, building):
+                store.write_meta(**meta)
+        finally:
+            conn.close()  # last connection: checkpoints and removes the -wal
+        fsync_path(building)
+        os.replace(building, final)
+        fsync_path(final.parent)
+
+    def _abandon_creation(self, plan_id: int) -> None:
+        """Undo a create_plan that failed half-way (best effort; reconcile covers the rest)."""
+        for p in (self._building_path(plan_id),):
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(f"{p}{suffix}")
+                except FileNotFoundError:
+                    pass
+        try:
+            with self._registry() as conn, write(conn, self.config.main_db_path):
+                reg.delete_row(conn, plan_id)
+        except PlanDBError:
+            pass
+
+    def get_plan_summary(self, plan_id: int) -> PlanSummary:
+        """The registry's view of one plan (PlanNotFound if absent or not ready)."""
+        check_plan_id(plan_id)
+        self.flush()
+        with self._registry() as conn:
+            return reg.get_summary(conn, plan_id)
+
+    def list_plans(self, owner: str | None = None, limit: int | None = None,
+                   offset: int = 0) -> list[PlanSummary]:
+        """Plans newest first (by updated_at), from the registry alone."""
+        self.flush()
+        with self._registry() as conn:
+            return reg.list_plans(conn, owner, limit, offset)
+
+    def update_plan(self, plan_id: int, *, title: str | None = None,
+                    description: str | None = None,
+                    metadata: dict[str, Any] | None = None) -> PlanSummary:
+        """Change title/description/metadata in the plan file's plan_meta and the registry."""
+        check_plan_id(plan_id)
+        p = self.payloads
+        values: dict[str, Any] = {}
+        if title is not None:
+            values["title"] = p.text(clean_name(title, "title"))
+        if description is not None:
+            values["description"] = p.text(description, "description")
+        if metadata is not None:
+            values["metadata"] = p.json_object(metadata)
+        with self._registry() as conn:
+            reg.get_summary(conn, plan_id)  # PlanNotFound before anything is written
+        with self._plan_write(plan_id) as store:
+            if values:
+                store.write_meta(**values, updated_at=now())
+        # The plan file is the truth; a crash here leaves the registry stale until reconcile
+        # copies plan_meta back into it.
+        with self._registry() as conn, write(conn, self.config.main_db_path):
+            reg.update_plan(conn, plan_id, values, now())
+        return self.get_plan_summary(plan_id)
+
+    def delete_plan(self, plan_id: int) -> None:
+        """Delete the registry row, the plan file and its -wal/-shm (crash-safe order)."""
+        check_plan_id(plan_id)
+        main = self.config.main_db_path
+        with self._registry() as conn, write(conn, main):
+            row = reg.get_row(conn, plan_id)
+            if row is None:
+                raise PlanNotFound(plan_id)
+            reg.set_state(conn, plan_id, "deleting")
+        self.finish_delete(plan_id)
+
+    def finish_delete(self, plan_id: int) -> None:
+        """Steps 2 and 3 of delete_plan (also used by reconcile)."""
+        path = self.config.plan_db_path(plan_id)
+        self.pool.discard(path)
+        with self._dirty_lock:
+            self._dirty.pop(plan_id, None)
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            try:
+                os.unlink(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass
+        fsync_path(path.parent)
+        with self._registry() as conn, write(conn, self.config.main_db_path):
+            reg.delete_row(conn, plan_id)
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def create_task(
+        self, plan_id: int, *, name: str, status: str = "pending",
+        instruction: str | None = None, parent_id: int | None = None,
+        metadata: dict[str, Any] | None = None, dependencies: list[int] | None = None,
+        position: int | None = None, anchor_task_id: int | None = None,
+        anchor_position: str | None = None,
+    ) -> PlanNode:
+        """Add a task. Appends under `parent_id` (None = a root) unless `position` (0-based
+        rank) or `anchor_task_id` + `anchor_position` ("before"/"after") say where."""
+        with self._plan_write(plan_id) as store:
+            return store.create_task(
+                name=name, status=status, instruction=instruction, parent_id=parent_id,
+                metadata=metadata, dependencies=dependencies, position=position,
+                anchor_task_id=anchor_task_id, anchor_position=anchor_position)
+
+    def create_tasks(self, plan_id: int, specs: list[dict[str, Any]]) -> list[PlanNode]:
+        """Create many tasks in one transaction (all or nothing).
+
+        A spec may name a parent created earlier in the same call by its index in `specs`
+        with ``parent_index`` (and dependencies with ``dependency_indexes``).
+        """
+        if not isinstance(specs, list | tuple):
+            raise InvalidInput("specs must be a list of dicts")
+        out: list[PlanNode] = []
+        with self._plan_write(plan_id) as store:
+            for i, spec in enumerate(specs):
+                if not isinstance(spec, dict):
+                    raise InvalidInput(f"spec {i} must be a dict")
+                spec = dict(spec)
+                pidx = spec.pop("parent_index", None)
+                didx = spec.pop("dependency_indexes", None)
+                try:
+                    if pidx is not None:
+                        spec["parent_id"] = out[pidx].id
+                    if didx:
+                        spec["dependencies"] = list(spec.get("dependencies") or []) + [
+                            out[j].id for j in didx]
+                except (IndexError, TypeError):
+                    raise InvalidInput(f"spec {i}: parent_index/dependency_indexes must refer "
+                                       "to earlier specs") from None
+                try:
+                    out.append(store.create_task(**spec))
+                except TypeError as exc:
+                    raise InvalidInput(f"spec {i}: {exc}") from None
+        return out
+
+    def get_node(self, plan_id: int, task_id: int) -> PlanNode:
+        """One task with its dependencies (TaskNotFound if absent)."""
+        with self._plan(plan_id) as store, read(store.conn):
+            return store.node(task_id)
+
+    def update_task(
+        self, plan_id: int, task_id: int, *, name: str | None = None,
+        status: str | None = None, instruction: str | None = None,
+        metadata: dict[str, Any] | None = None, dependencies: list[int] | None = None,
+        context_combined: str | None = None, context_sections: list[Any] | None = None,
+        context_meta: dict[str, Any] | None = None, execution_result: str | None = None,
+    ) -> PlanNode:
+        """Change the given fields (None = unchanged); dependencies replace the old set.
+        Context changes stamp context_updated_at."""
+        fields = {
+            "name": name, "status": status, "instruction": instruction, "metadata": metadata,
+            "dependencies": dependencies, "context_combined": context_combined,
+            "context_sections": context_sections, "context_meta": context_meta,
+            "execution_result": execution_result,
+        }
+        with self._plan_write(plan_id) as store:
+            store.update_task(task_id, fields)
+            return store.node(task_id)
+
+    def delete_task(self, plan_id: int, task_id: int) -> int:
+        """Delete a task with its whole subtree and their dependency edges; returns the count."""
+        with self._plan_write(plan_id) as store:
+            return store.delete_task(task_id)
+
+    def move_task(self, plan_id: int, task_id: int, *, new_parent_id: int | None,
+                  new_position: int | None = None) -> PlanNode:
+        """Move a task (and its subtree) under `new_parent_id` (None = root) at `new_position`
+        (0-based rank; None = last). TreeCycle if the target is the task or a descendant."""
+        with self._plan_write(plan_id) as store:
+            store.move_task(task_id, new_parent_id, new_position)
+            return store.node(task_id)
+
+    # --- whole trees -----------------------------------------------------------------------
+
+    def get_plan_tree(self, plan_id: int) -> PlanTree:
+        """The whole plan, read in one consistent snapshot."""
+        with self._plan(plan_id) as store, read(store.conn):
+            return store.tree()
+
+    def upsert_plan_tree(self, tree: PlanTree, *, note: str | None = None) -> PlanTree:
+        """Replace the stored tree (tasks, edges, title, description, metadata) atomically;
+        with `note`, also store a snapshot of the new tree."""
+        if not isinstance(tree, PlanTree):
+            raise InvalidInput("tree must be a PlanTree")
+        check_plan_id(tree.id)
+        p = self.payloads
+        with self._plan_write(tree.id) as store:
+            store.replace_tree(tree)
+            store.write_meta(title=p.text(clean_name(tree.title, "title")),
+                             description=p.text(tree.description, "description"),
+                             metadata=p.json_object(tree.metadata or None))
+            stored = store.tree()
+            if note is not None:
+                store.add_snapshot(stored, note)
+        self._sync_title(tree.id, stored)
+        return stored
+
+    def _sync_title(self, plan_id: int, tree: PlanTree) -> None:
+        with self._registry() as conn, write(conn, self.config.main_db_path):
+            if reg.get_row(conn, plan_id) is not None:
+                reg.update_plan(conn, plan_id, {
+                    "title": tree.title, "description": tree.description,
+                    "metadata": self.payloads.json_object(tree.metadata or None),
+                    "task_count": len(tree)}, now())
+
+    def create_snapshot(self, plan_id: int, note: str | None = None) -> SnapshotInfo:
+        """Store a snapshot of the current tree."""
+        with self._plan_write(plan_id) as store:
+            tree = store.tree()
+            sid = store.add_snapshot(tree, note)
+            return next(s for s in store.list_snapshots() if s.id == sid)
+
+    def list_snapshots(self, plan_id: int) -> list[SnapshotInfo]:
+        with self._plan(plan_id) as store:
+            return store.list_snapshots()
+
+    def restore_snapshot(self, plan_id: int, snapshot_id: int) -> PlanTree:
+        """Replace the current tree with a stored snapshot (the snapshots themselves stay)."""
+        with self._plan_write(plan_id) as store:
+            tree = store.load_snapshot(snapshot_id)
+            store.replace_tree(tree)
+            store.write_meta(title=tree.title, description=tree.description,
+                             metadata=self.payloads.json_object(tree.metadata or None))
+            stored = store.tree()
+        self._sync_title(plan_id, stored)
+        return stored
+
+    def session(self, plan_id: int) -> PlanSession:
+        """A handle bound to one plan."""
+        return PlanSession(self, plan_id)
+
+
+class PlanSession:
+    """The task methods of `PlanRepository` bound to one plan id, plus a cached tree."""
+
+    def __init__(self, repo: PlanRepository, plan_id: int):
+        check_plan_id(plan_id)
+        self.repo = repo
+        self.plan_id = plan_id
+        self.tree: PlanTree | None = None
+
+    def refresh(self) -> PlanTree:
+        """Re-read the whole tree from the file."""
+        self.tree = self.repo.get_plan_tree(self.plan_id)
+        return self.tree
+
+    def summary(self) -> PlanSummary:
+        return self.repo.get_plan_summary(self.plan_id)
+
+    def create_task(self, **kwargs: Any) -> PlanNode:
+        return self.repo.create_task(self.plan_id, **kwargs)
+
+    def create_tasks(self, specs: list[dict[str, Any]]) -> list[PlanNode]:
+        return self.repo.create_tasks(self.plan_id, specs)
+
+    def get_node(self, task_id: int) -> PlanNode:
+        return self.repo.get_node(self.plan_id, task_id)
+
+    def update_task(self, task_id: int, **kwargs: Any) -> PlanNode:
+        return self.repo.update_task(self.plan_id, task_id, **kwargs)
+
+    def delete_task(self, task_id: int) -> int:
+        return self.repo.delete_task(self.plan_id, task_id)
+
+    def move_task(self, task_id: int, **kwargs: Any) -> PlanNode:
+        return self.repo.move_task(self.plan_id, task_id, **kwargs)
+
+    def upsert_tree(self, tree: PlanTree, *, note: str | None = None) -> PlanTree:
+        self.tree = self.repo.upsert_plan_tree(tree, note=note)
+        return self.tree
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        return self.repo.list_snapshots(self.plan_id)
+
+    def restore_snapshot(self, snapshot_id: int) -> PlanTree:
+        self.tree = self.repo.restore_snapshot(self.plan_id, snapshot_id)
+        return self.tree

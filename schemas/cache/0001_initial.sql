@@ -1,0 +1,2 @@
+-- cache/<name>_cache.db: a key/value cache keyed by a stable hash of (model, input).
+-- @include common/plan_meta.sql

@@ -1,0 +1,4 @@
+CREATE TABLE IF NOT EXISTS plan_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT
+) WITHOUT ROWID;

@@ -1,0 +1,3 @@
+-- jobs/system_jobs.sqlite: decomposition jobs and action logs not bound to any plan.
+-- @include common/plan_meta.sql
+-- @include common/jobs_v1.sql

@@ -1,0 +1,2 @@
+-- sessions/session_<id>.sqlite: one session's memory.
+-- @include common/plan_meta.sql
