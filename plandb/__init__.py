@@ -23,7 +23,7 @@ from .errors import (
     WrongDatabaseKind,
 )
 from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
-from .redaction import Redactor, RedactingFilter, redact
+from .redaction import RedactingFilter, Redactor, redact
 from .repository import PlanRepository, PlanSession
 
 __version__ = "0.1.0"

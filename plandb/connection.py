@@ -70,6 +70,13 @@ OPEN_STEPS: tuple[Callable[[apsw.Connection, int], None], ...] = (
 )
 
 
+def configure_connection(conn: apsw.Connection, path: Path, busy_timeout_ms: int) -> None:
+    """Apply every OPEN_STEPS step (the caller closes the connection if one fails)."""
+    for step in OPEN_STEPS:
+        step(conn, busy_timeout_ms)
+    make_private(path)
+
+
 def _precreate_private(path: Path) -> None:
     """Create an empty 0600 file so SQLite (and its -wal/-shm, which copy the mode) is private.
 
@@ -88,11 +95,14 @@ def open_connection(
     create: bool = True,
     readonly: bool = False,
     busy_timeout_ms: int = 10_000,
+    configure: bool = True,
 ) -> apsw.Connection:
     """Open one database file with plandb's connection policy.
 
     ``readonly=True`` opens with SQLITE_OPEN_READONLY and applies only the busy timeout (no WAL
     switch, nothing written): for inspect and doctor, which must never change a file.
+    ``configure=False`` applies only the busy timeout, so a caller can check what the file is
+    before anything (such as the switch to WAL) writes to it, then call `configure`.
     Raises `FileNotFoundError` if the file is missing and ``create`` is false, and
     `CorruptDatabase` when the file is not a SQLite database.
     """
@@ -108,14 +118,12 @@ def open_connection(
     except apsw.Error as exc:
         raise translate(exc, path) from exc
     try:
-        if readonly:
+        if readonly or not configure:
             connection_busy_timeout(conn, busy_timeout_ms)
             # Touch the header so garbage files fail now with a clear error.
             conn.execute("PRAGMA schema_version").fetchall()
         else:
-            for step in OPEN_STEPS:
-                step(conn, busy_timeout_ms)
-            make_private(path)
+            configure_connection(conn, path, busy_timeout_ms)
     except BaseException as exc:
         conn.close()
         if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
@@ -142,8 +150,11 @@ class Handle:
 class ConnectionPool:
     """LRU cache of open connections, one per file, bounded by `max_open`.
 
-    ``on_open(conn, path)`` runs once per physical open (schema checks live there), while the
-    handle's lock is held, before anyone else can use the connection.
+    ``on_open(conn, path)`` runs once per physical open, while the handle's lock is held, before
+    anyone else can use the connection. The connection arrives with only its busy timeout set:
+    on_open checks what the file is, then calls `configure_connection` (WAL etc.), so a foreign
+    or too-new file is refused before anything writes to it. Without on_open the pool
+    configures the connection itself.
     """
 
     def __init__(
@@ -191,15 +202,20 @@ class ConnectionPool:
             handle.lock.release()
 
     def _open(self, path: Path, on_open, create: bool) -> Handle:
-        conn = open_connection(path, create=create, busy_timeout_ms=self.busy_timeout_ms)
+        conn = open_connection(path, create=create, busy_timeout_ms=self.busy_timeout_ms,
+                               configure=on_open is None)
         handle = Handle(path, conn)
         handle.lock.acquire()
         try:
             if on_open is not None:
-                on_open(conn, path)
-        except BaseException:
+                on_open(conn, path)  # must call configure_connection once the file checks out
+        except BaseException as exc:
             handle.lock.release()
             conn.close()
+            if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
+                raise CorruptDatabase(path, str(exc)) from exc
+            if isinstance(exc, apsw.Error):
+                raise translate(exc, path) from exc
             raise
         with self._lock:
             self.opens += 1

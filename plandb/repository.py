@@ -49,7 +49,7 @@ import apsw
 
 from . import schema
 from .config import DatabaseConfig, check_plan_id
-from .connection import ConnectionPool, Handle, open_connection
+from .connection import ConnectionPool, Handle, configure_connection, open_connection
 from .errors import InvalidInput, PlanDBError, PlanNotFound, translate
 from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
 from .payload import Payloads, clean_name
@@ -125,9 +125,12 @@ class PlanRepository(RecordsMixin):
 
     def _on_open(self, kind: str):
         backups = self._backups
+        timeout = self.config.busy_timeout_ms
 
         def check(conn: apsw.Connection, path: Path) -> None:
-            schema.ensure_schema(conn, path, kind, backup_dir=backups)
+            schema.ensure_schema(
+                conn, path, kind, backup_dir=backups,
+                configure=lambda: configure_connection(conn, path, timeout))
 
         return check
 

@@ -230,13 +230,21 @@ def ensure_schema(
     kind: str,
     *,
     backup_dir: Path | None = None,
+    configure: Callable[[], None] | None = None,
 ) -> str:
-    """Bring the open file at `path` to the latest `kind` schema; return what was done."""
+    """Bring the open file at `path` to the latest `kind` schema; return what was done.
+
+    The file is classified first; a too-new, foreign or corrupt file raises before anything is
+    written. `configure` (the connection's WAL/pragmas step) runs only after that check.
+    """
     try:
         state = read_state(conn)
     except (apsw.NotADBError, apsw.CorruptError) as exc:
         raise CorruptDatabase(path, str(exc)) from exc
-    if classify(state, kind, path) == "current":
+    action = classify(state, kind, path)
+    if configure is not None:
+        configure()
+    if action == "current":
         return "current"
     lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S, mode=FILE_MODE)
     try:
