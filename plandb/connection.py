@@ -145,6 +145,7 @@ class Handle:
     conn: apsw.Connection
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict = field(default_factory=dict)
+    users: int = 0  # nesting depth of use() (the lock is re-entrant, so it cannot tell)
 
 
 class ConnectionPool:
@@ -179,9 +180,11 @@ class ConnectionPool:
     ) -> Iterator[Handle]:
         """Yield the cached handle for `path`, holding its lock; open it if needed."""
         handle = self._acquire(path, on_open, create)
+        handle.users += 1
         try:
             yield handle
         finally:
+            handle.users -= 1
             handle.lock.release()
 
     def _acquire(self, path: Path, on_open, create: bool) -> Handle:
@@ -228,11 +231,11 @@ class ConnectionPool:
                     raise RepositoryClosed("the connection pool is closed; open a new repository")
             else:
                 self._handles[path] = handle
-                self._evict_locked()
+                self._evict_locked(keep=handle)
                 return handle
         return self._acquire(path, None, create)
 
-    def _evict_locked(self) -> None:
+    def _evict_locked(self, keep: Handle) -> None:
         """Close least-recently-used idle connections until within the bound."""
         if len(self._handles) <= self.max_open:
             return
@@ -240,7 +243,10 @@ class ConnectionPool:
             if len(self._handles) <= self.max_open:
                 break
             handle = self._handles[key]
-            if handle.lock.acquire(blocking=False):
+            if handle is not keep and handle.lock.acquire(blocking=False):
+                if handle.users:  # held further up this very thread's stack
+                    handle.lock.release()
+                    continue
                 try:
                     del self._handles[key]
                     _close_quietly(handle.conn)
