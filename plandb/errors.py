@@ -85,6 +85,16 @@ class RecordNotFound(NotFound):
         self.key = key
 
 
+class RootNotFound(NotFound):
+    """DB_ROOT does not exist (read-only commands never create it)."""
+
+    code = "root_not_found"
+
+    def __init__(self, root: os.PathLike | str):
+        super().__init__(f"DB_ROOT {root} does not exist; pass --db-root or set DB_ROOT")
+        self.root = str(root)
+
+
 # --- tree rules ----------------------------------------------------------------------------
 
 

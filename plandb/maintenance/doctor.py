@@ -1,0 +1,205 @@
+"""`plandb doctor`: check every file, reconcile the registry with the plan files, and repair.
+
+Without ``repair`` nothing is written: every file gets a full ``integrity_check`` through the
+read-only path of `inspect`, and registry <-> file problems come from `reconcile` (or, when the
+registry is missing or unreadable, from inspect's own cross-check). With ``repair``:
+
+1. a WAL file left without its ``-shm`` is opened normally once, which replays its ``-wal``;
+2. files that cannot be opened or fail the integrity check are moved, with their ``-wal`` and
+   ``-shm``, into ``backups/quarantine/<stamp>/`` beside a ``<name>.note.json`` (original
+   path, reason, time); nothing is ever deleted;
+3. `reconcile(repo, repair=True)` re-registers orphan plan files, finishes or rolls back plans
+   cut short while being created or deleted, and refreshes the registry's mirrors.
+
+Files written by a newer plandb, of the wrong kind, or unknown to the layout are reported and
+left alone. Stop writers before repairing: a quarantined file that a process still holds open
+keeps receiving its writes at the new place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ..config import DatabaseConfig, ensure_private_dir
+from ..errors import PlanDBError, RootNotFound, translate
+from ..timestamps import now
+from .backup import _write_json, stamp
+from .inspect import Problem, Progress, inspect_file, inspect_root, no_progress
+from .scan import database_files
+
+# Problems about one file, found by the integrity pass; the rest come from reconcile.
+FILE_PROBLEMS = {"corrupt", "check_failed", "needs_recovery", "unreadable", "schema_too_new",
+                 "wrong_kind", "unexpected_file"}
+QUARANTINE = {"corrupt", "check_failed", "unreadable"}
+LEFT_ALONE = {
+    "schema_too_new": "left alone: upgrade plandb to read it",
+    "wrong_kind": "left alone: move it where its kind belongs, or away from the root",
+    "unexpected_file": "left alone: not a file of the layout",
+}
+
+
+@dataclass(slots=True)
+class DoctorReport:
+    db_root: str
+    repair: bool
+    files_checked: int
+    problems: list[Problem]
+    reconcile: dict[str, Any] | None = None
+    quarantine: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.repaired for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "db_root": self.db_root,
+            "repair": self.repair,
+            "files_checked": self.files_checked,
+            "problems": [p.to_dict() for p in self.problems],
+            "counts": {"problems": len(self.problems),
+                       "repaired": sum(p.repaired for p in self.problems),
+                       "remaining": sum(not p.repaired for p in self.problems)},
+            "reconcile": self.reconcile,
+            "quarantine": self.quarantine,
+            "notes": self.notes,
+        }
+
+
+def quarantine_file(root: Path, rel: str, reason: str, folder: Path) -> Path:
+    """Move ``root/rel`` and its side files into `folder` (same relative path) with a note."""
+    src = root / rel
+    dest = folder / rel
+    ensure_private_dir(dest.parent)
+    moved = []
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(f"{src}{suffix}")
+        if p.exists():
+            os.rename(p, f"{dest}{suffix}")  # rename: same filesystem, nothing copied or lost
+            moved.append(f"{rel}{suffix}")
+    _write_json(Path(f"{dest}.note.json"), {
+        "original_path": str(src), "relative_path": rel, "reason": reason,
+        "quarantined_at": now(), "files": moved,
+    })
+    return dest
+
+
+def recover_file(path: Path, busy_timeout_ms: int = 10_000) -> None:
+    """Open a WAL file read-write once so SQLite replays its -wal (WAL recovery)."""
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as exc:
+        raise translate(exc, path) from exc
+    try:
+        conn.set_busy_timeout(busy_timeout_ms)
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    except apsw.Error as exc:
+        raise translate(exc, path) from exc
+    finally:
+        conn.close()
+
+
+def _repair_files(root: Path, problems: list[Problem], report: DoctorReport) -> None:
+    qdir = root / "backups" / "quarantine" / stamp()
+    by_path = {f.rel: f for f in database_files(root)}
+    done: set[str] = set()
+    for p in problems:
+        if p.kind in LEFT_ALONE:
+            p.action = LEFT_ALONE[p.kind]
+            continue
+        if p.path in done:  # one file can carry two problems; it is moved once
+            p.repaired, p.action = True, "quarantined with the problem above"
+            continue
+        if p.kind == "needs_recovery":
+            try:
+                recover_file(root / p.path)
+                again: list[Problem] = []
+                if p.path in by_path:
+                    inspect_file(by_path[p.path], "integrity", again)
+                if not again:
+                    p.repaired, p.action = True, "recovered: the -wal was replayed"
+                    continue
+                p.detail += "; after recovery: " + again[0].detail
+            except PlanDBError as exc:
+                p.detail += f"; recovery failed: {exc}"
+        if p.kind in QUARANTINE or p.kind == "needs_recovery":
+            if p.kind == "unreadable" and "locked" in p.detail:
+                p.action = "left alone: busy, try again when writers are idle"
+                continue
+            dest = quarantine_file(root, p.path, f"{p.kind}: {p.detail}", qdir)
+            report.quarantine = str(qdir)
+            done.add(p.path)
+            p.repaired = True
+            p.action = f"quarantined to {dest.relative_to(root)}"
+
+
+def _from_reconcile(rep: Any, root: Path) -> list[Problem]:
+    out = []
+    for x in rep.problems:
+        path = x.path
+        if path is not None and Path(path).is_absolute() and root in Path(path).parents:
+            path = Path(path).relative_to(root).as_posix()
+        out.append(Problem(x.kind, path, x.detail, x.plan_id, x.repaired,
+                           "repaired by reconcile" if x.repaired else None))
+    return out
+
+
+def _reconcile(config: DatabaseConfig, repair: bool):
+    """Run reconcile on a repository; returns its report, or None if it is not available."""
+    try:
+        from .reconcile import reconcile
+    except ImportError:
+        return None
+    from ..repository import PlanRepository
+
+    with PlanRepository(config) as repo:
+        return reconcile(repo, repair=repair)
+
+
+def doctor_root(config: DatabaseConfig, *, repair: bool = False,
+                progress: Progress = no_progress) -> DoctorReport:
+    """Check (and with `repair`, fix) the root `config` names; see the module doc."""
+    root = config.root
+    if not root.is_dir():
+        raise RootNotFound(root)
+    insp = inspect_root(root, check="integrity", progress=progress)
+    file_problems = [p for p in insp.problems if p.kind in FILE_PROBLEMS]
+    cross_problems = [p for p in insp.problems if p.kind not in FILE_PROBLEMS]
+    report = DoctorReport(str(root), repair, len(insp.files), file_problems)
+    if repair:
+        _repair_files(root, file_problems, report)
+    registry = next((f for f in insp.files if f.expected_kind == "registry"), None)
+    registry_bad = registry is not None and (registry.error is not None
+                                             or registry.schema_status == "too_new")
+    quarantined_registry = any(p.repaired and p.path == "main/plan_registry.db"
+                               for p in file_problems)
+    rec = None
+    if registry_bad and not quarantined_registry:
+        report.notes.append("the registry cannot be read: registry checks come from inspect")
+    else:
+        try:
+            rec = _reconcile(config, repair)
+            if rec is None:
+                report.notes.append("reconcile is not installed: registry checks come from "
+                                    "inspect")
+        except PlanDBError as exc:
+            report.notes.append(f"reconcile failed: {exc}")
+            report.problems.append(Problem("reconcile_failed", None, str(exc)))
+    if rec is None:
+        report.problems.extend(cross_problems)
+    else:
+        report.reconcile = rec.to_dict()
+        seen = {p.path for p in file_problems}
+        for p in _from_reconcile(rec, root):
+            # A file the integrity pass already reported (and maybe quarantined) is not
+            # reported twice as unreadable.
+            if not (p.kind == "unreadable_file" and p.path in seen):
+                report.problems.append(p)
+    return report
