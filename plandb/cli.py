@@ -286,6 +286,104 @@ def plans_show(root: Root, plan_id: int, max_depth: int | None, max_nodes: int |
     emit(tree.to_dict(), text + f"\n({len(tree)} tasks)")
 
 
+@main.command()
+@click.option("--plan", "plan_id", type=click.IntRange(min=1), default=None, metavar="ID",
+              help="The plan whose logs to show.")
+@click.option("--system", is_flag=True, help="The system jobs file (logs bound to no plan).")
+@click.option("--job", "job_id", default=None, metavar="JOB",
+              help="Only this job: its own log (if it is a decomposition job) and its actions.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Show the newest N entries (oldest first).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new entries until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Seconds between polls with --follow.")
+@click.option("--follow-seconds", type=click.FloatRange(min=0), default=None, hidden=True)
+@json_option
+@pass_root
+def logs(root: Root, plan_id: int | None, system: bool, job_id: str | None, limit: int,
+         follow: bool, interval: float, follow_seconds: float | None, as_json: bool) -> None:
+    """Action logs and job logs of a plan (--plan ID) or of the system jobs file (--system),
+    as stored: secrets were redacted before they were written.
+
+    \b
+    JSON: {"ok": true, "plan_id": int|null, "job_id": str|null,
+           "job": {"job_id": str, "plan_id": int|null, "job_type": str, "status": str, ...}|null,
+           "job_logs": [{"id": int, "job_id": str, "timestamp": str, "level": str,
+                         "message": str, "metadata": {}}],
+           "action_logs": [{"id": int, "plan_id": int|null, "job_id": str, "job_type": str|null,
+                            "sequence": int, "session_id": str|null, "user_message": str|null,
+                            "action_kind": str|null, "action_name": str|null,
+                            "status": str|null, "success": bool|null, "message": str|null,
+                            "parameters": any, "details": any, "created_at": str}]}
+    With --follow --json: one JSON object per line, {"type": "job_log"|"action_log",
+    "entry": {...}}, first the newest N, then each new entry as it arrives.
+    """
+    from .maintenance.logview import LogView, action_line, job_header, job_log_line
+
+    if (plan_id is None) == (not system):
+        raise click.UsageError("pass exactly one of --plan ID or --system")
+    root.existing()
+    view = LogView(plan_id, job_id, limit)
+    # Nothing was ever logged to a system jobs file that does not exist: do not create it.
+    absent = system and not root.config().system_jobs_db_path.exists()
+    if follow:
+        _follow(root, view, absent, interval, follow_seconds)
+        return
+    job_logs, actions = [], []
+    if not absent:
+        with repository(root) as repo:
+            job_logs, actions = view.first(repo)
+    if is_json():
+        click.echo(to_json({"ok": True, "plan_id": plan_id, "job_id": job_id, "job": view.job,
+                            "job_logs": [x.to_dict() for x in job_logs],
+                            "action_logs": [x.to_dict() for x in actions]}))
+        return
+    if view.job is not None:
+        click.echo(job_header(view.job))
+        for x in job_logs:
+            click.echo("  " + job_log_line(x))
+    for x in actions:
+        click.echo(action_line(x))
+    if not actions and not job_logs:
+        click.echo("No log entries.")
+
+
+def _follow(root: Root, view, absent: bool, interval: float,
+            follow_seconds: float | None) -> None:
+    """Print the newest entries, then poll for more until Ctrl-C (or the hidden
+    --follow-seconds bound, which tests use)."""
+    import time
+    from contextlib import ExitStack
+
+    from .maintenance.logview import action_line, job_log_line
+
+    def show(job_logs, actions) -> None:
+        for kind, items, line in (("job_log", job_logs, job_log_line),
+                                  ("action_log", actions, action_line)):
+            for x in items:
+                click.echo(to_json({"type": kind, "entry": x.to_dict()}, indent=False)
+                           if is_json() else line(x))
+
+    deadline = None if follow_seconds is None else time.monotonic() + follow_seconds
+    system_file = root.config().system_jobs_db_path
+    repo = None
+    try:
+        with ExitStack() as stack:
+            while True:
+                if repo is None and (not absent or system_file.exists()):
+                    repo = stack.enter_context(repository(root))
+                    show(*view.first(repo))
+                elif repo is not None:
+                    show(*view.poll(repo))
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                pause = interval if deadline is None else min(interval,
+                                                              deadline - time.monotonic())
+                time.sleep(max(0.0, pause))
+    except KeyboardInterrupt:
+        pass
+
+
 # --- repair and keep -------------------------------------------------------------------------
 
 
@@ -301,15 +399,20 @@ def doctor(root: Root, repair: bool, as_json: bool) -> None:
     Without --repair nothing is written. With --repair: a -wal left without its -shm is
     replayed; files that fail to open or fail integrity_check are moved with their -wal/-shm
     into backups/quarantine/<stamp>/ beside a .note.json (original path, reason, time); then
-    reconcile re-registers orphan plan files and finishes or rolls back plans cut short.
-    Stop writers first. Exit 0 when nothing is (left) wrong, else 1.
+    reconcile re-registers orphan plan files and finishes or rolls back plans cut short, and
+    the registry's job index is rebuilt from the job files. Stop writers first. Exit 0 when nothing is (left) wrong, else 1.
 
     \b
     JSON: {"ok": bool, "db_root": str, "repair": bool, "files_checked": int,
            "problems": [{"kind": str, "path": str|null, "plan_id": int|null, "detail": str,
                          "repaired": bool, "action": str|null}],
            "counts": {"problems": int, "repaired": int, "remaining": int},
-           "reconcile": {...}|null, "quarantine": str|null, "notes": [str]}
+           "reconcile": {"ok": bool, "repair": bool, "plans_checked": int,
+                         "problems": [...]}|null,
+           "job_index": {"files_scanned": int, "jobs_seen": int, "missing": [str],
+                         "wrong": [str], "stale": [str], "duplicates": {job: [plan]},
+                         "unreadable": [str], "repaired": bool}|null,
+           "quarantine": str|null, "notes": [str]}
     """
     from .maintenance.doctor import doctor_root
 

@@ -9,7 +9,8 @@ registry is missing or unreadable, from inspect's own cross-check). With ``repai
    ``-shm``, into ``backups/quarantine/<stamp>/`` beside a ``<name>.note.json`` (original
    path, reason, time); nothing is ever deleted;
 3. `reconcile(repo, repair=True)` re-registers orphan plan files, finishes or rolls back plans
-   cut short while being created or deleted, and refreshes the registry's mirrors.
+   cut short while being created or deleted, and refreshes the registry's mirrors;
+4. `repo.reindex_jobs(repair=True)` brings the registry's job index in step with the job files.
 
 Files written by a newer plandb, of the wrong kind, or unknown to the layout are reported and
 left alone. Stop writers before repairing: a quarantined file that a process still holds open
@@ -51,6 +52,7 @@ class DoctorReport:
     problems: list[Problem]
     reconcile: dict[str, Any] | None = None
     quarantine: str | None = None
+    job_index: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -68,6 +70,7 @@ class DoctorReport:
                        "repaired": sum(p.repaired for p in self.problems),
                        "remaining": sum(not p.repaired for p in self.problems)},
             "reconcile": self.reconcile,
+            "job_index": self.job_index,
             "quarantine": self.quarantine,
             "notes": self.notes,
         }
@@ -151,16 +154,41 @@ def _from_reconcile(rep: Any, root: Path) -> list[Problem]:
     return out
 
 
-def _reconcile(config: DatabaseConfig, repair: bool):
-    """Run reconcile on a repository; returns its report, or None if it is not available."""
-    try:
-        from .reconcile import reconcile
-    except ImportError:
-        return None
+def _reconcile(config: DatabaseConfig, repair: bool, reindex: bool):
+    """Run reconcile (and the job index check) on one repository.
+
+    Returns (reconcile report or None if reconcile is not installed, job index report or None).
+    """
     from ..repository import PlanRepository
 
+    try:
+        from .reconcile import reconcile
+    except ImportError:  # pragma: no cover - reconcile ships with plandb
+        reconcile = None
     with PlanRepository(config) as repo:
-        return reconcile(repo, repair=repair)
+        rec = reconcile(repo, repair=repair) if reconcile is not None else None
+        jobs = None
+        if reindex and hasattr(repo, "reindex_jobs"):
+            jobs = repo.reindex_jobs(repair=repair)
+        return rec, jobs
+
+
+JOB_INDEX_PROBLEMS = (
+    ("missing", "job_index_missing", "in a job file but not in the registry's job index"),
+    ("wrong", "job_index_wrong", "indexed with another plan or job type"),
+    ("stale", "job_index_stale", "indexed, but no job file holds it"),
+)
+
+
+def _from_job_index(rep: Any) -> list[Problem]:
+    out = [Problem(kind, None, f"job {job_id!r}: {what}", None, rep.repaired,
+                   "job index repaired" if rep.repaired else None)
+           for attr, kind, what in JOB_INDEX_PROBLEMS for job_id in getattr(rep, attr)]
+    for job_id, holders in rep.duplicates.items():
+        where = ", ".join("system jobs" if h is None else f"plan {h}" for h in holders)
+        out.append(Problem("job_duplicate", None, f"job {job_id!r} is held by {where}",
+                           action="left alone: choose which copy to keep"))
+    return out
 
 
 def doctor_root(config: DatabaseConfig, *, repair: bool = False,
@@ -180,15 +208,19 @@ def doctor_root(config: DatabaseConfig, *, repair: bool = False,
                                              or registry.schema_status == "too_new")
     quarantined_registry = any(p.repaired and p.path == "main/plan_registry.db"
                                for p in file_problems)
-    rec = None
+    rec = jobs = None
     if registry_bad and not quarantined_registry:
         report.notes.append("the registry cannot be read: registry checks come from inspect")
     else:
+        # Without --repair, the job index check opens files read-write (never changing them),
+        # so it runs only when that cannot upgrade or create a file.
+        reindex = repair or (config.system_jobs_db_path.exists() and all(
+            f.schema_status == "current" for f in insp.files if f.expected_kind))
         try:
-            rec = _reconcile(config, repair)
-            if rec is None:
-                report.notes.append("reconcile is not installed: registry checks come from "
-                                    "inspect")
+            rec, jobs = _reconcile(config, repair, reindex)
+            if not reindex:
+                report.notes.append("job index not checked (it runs with --repair, or once "
+                                    "every file is at the current schema)")
         except PlanDBError as exc:
             report.notes.append(f"reconcile failed: {exc}")
             report.problems.append(Problem("reconcile_failed", None, str(exc)))
@@ -202,4 +234,7 @@ def doctor_root(config: DatabaseConfig, *, repair: bool = False,
             # reported twice as unreadable.
             if not (p.kind == "unreadable_file" and p.path in seen):
                 report.problems.append(p)
+    if jobs is not None:
+        report.job_index = jobs.to_dict()
+        report.problems.extend(_from_job_index(jobs))
     return report
