@@ -85,6 +85,17 @@ class RecordNotFound(NotFound):
         self.key = key
 
 
+class RecordConflict(InvalidInput):
+    """A record with this id already exists (here, or bound to another plan); nothing written."""
+
+    code = "record_conflict"
+
+    def __init__(self, what: str, key: Any, detail: str):
+        super().__init__(f"{what} {key!r} {detail}")
+        self.what = what
+        self.key = key
+
+
 class RootNotFound(NotFound):
     """DB_ROOT does not exist (read-only commands never create it)."""
 

@@ -111,6 +111,7 @@ class PlanRepository(RecordsMixin):
         if self.pool._closed:
             return
         try:
+            self._flush_records()  # batched cache stats, pending job index entries
             self.flush()
         finally:
             self.pool.close()
@@ -363,6 +364,7 @@ class PlanRepository(RecordsMixin):
         fsync_path(path.parent)
         with self._registry() as conn, write(conn, self.config.main_db_path):
             reg.delete_row(conn, plan_id)
+            self._forget_plan_records(conn, plan_id)  # job index, chat bindings
 
     # --- tasks -----------------------------------------------------------------------------
 

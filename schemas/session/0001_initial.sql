@@ -1,2 +1,5 @@
 -- sessions/session_<id>.sqlite: one session's memory.
+-- plan_meta also holds `last_write_at`, stamped by every memory write: idle-session cleanup
+-- reads it under an exclusive lock, so a session written to recently is never removed.
 -- @include common/plan_meta.sql
+-- @include common/memory_v1.sql
