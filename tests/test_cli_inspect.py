@@ -209,3 +209,39 @@ def test_inspect_through_the_installed_entry_point(healthy_root: Path):
     assert proc.stderr == ""  # no progress bar when stdout is a pipe
     assert fingerprint(healthy_root) == before
     assert os.environ.get("DB_ROOT") != str(healthy_root)
+
+
+def _on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the real command with stdout and stderr on a pseudo-terminal; (status, output)."""
+    import pty
+
+    from cli_support import PLANDB_BIN
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(PLANDB_BIN), *args], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal_and_never_with_json(db_root: Path):
+    with PlanRepository(db_root) as repo:
+        for i in range(30):
+            repo.create_plan(f"p{i}")
+    code, out = _on_a_terminal("--db-root", str(db_root), "inspect")
+    assert code == 0 and "inspecting" in out
+    code, out = _on_a_terminal("--db-root", str(db_root), "inspect", "--json")
+    assert code == 0 and "inspecting" not in out
+    assert json.loads(out)["totals"]["files"] == 31
+    proc = run_plandb("--db-root", str(db_root), "inspect")  # stdout is a pipe: no bar
+    assert proc.returncode == 0 and "inspecting" not in proc.stdout + proc.stderr

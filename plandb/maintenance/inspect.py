@@ -133,18 +133,30 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'  # a name read from sqlite_schema, not input
 
 
+def _count_rows(conn: apsw.Connection, names: list[str]) -> dict[str, int | None]:
+    """Rows per table, in one statement (one prepare per file matters at 10,000 files)."""
+    if not names:
+        return {}
+    try:
+        sql = " UNION ALL ".join(f"SELECT count(*) FROM {_quote(n)}" for n in names)
+        return dict(zip(names, (r[0] for r in conn.execute(sql)), strict=True))
+    except apsw.SQLError:  # a virtual table whose module this build lacks: one by one
+        counts: dict[str, int | None] = {}
+        for name in names:
+            try:
+                counts[name] = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()[0][0]
+            except apsw.SQLError:
+                counts[name] = None
+        return counts
+
+
 def _read(conn: apsw.Connection, path: Path, check: str | None,
           want_registry: bool) -> dict[str, Any]:
     with read(conn, path):
         state = schema.read_state(conn)
-        counts: dict[str, int | None] = {}
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
-        for name in names:
-            try:
-                counts[name] = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()[0][0]
-            except apsw.SQLError:  # a virtual table whose module this build lacks
-                counts[name] = None
+        names = sorted(r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'"))
+        counts = _count_rows(conn, names)
         rows = None
         if want_registry and "plans" in state.tables:
             try:

@@ -113,11 +113,12 @@ def database_files(root: Path, folders: tuple[str, ...] = DATA_FOLDERS) -> list[
     return found
 
 
-def _uri(path: Path, **params: str) -> str:
-    return "file:" + urllib.parse.quote(str(path.resolve())) + "?" + urllib.parse.urlencode(params)
+def _uri(path: str, **params: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + urllib.parse.urlencode(
+        params)
 
 
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
+def _identity(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -128,48 +129,46 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
 _FLAGS = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
 
 
-def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
-    if not path.exists():
-        raise FileNotFoundError(str(path))
-    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
-    if wal.exists():
-        if not shm.exists():
-            raise NeedsRecovery(path)
-        uri = _uri(path, mode="ro", readonly_shm="1")
-    else:
+def _connect(path: str, busy_timeout_ms: int) -> tuple[apsw.Connection, bool]:
+    """(connection, whether it was opened immutable); see the module doc for the two ways."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    immutable = not os.path.exists(path + "-wal")
+    if immutable:
         uri = _uri(path, immutable="1")
+    elif not os.path.exists(path + "-shm"):
+        raise NeedsRecovery(path)
+    else:
+        uri = _uri(path, mode="ro", readonly_shm="1")
     try:
         conn = apsw.Connection(uri, flags=_FLAGS)
     except apsw.Error as exc:
         raise _translated(exc, path) from exc
-    try:
-        conn.set_busy_timeout(busy_timeout_ms)
-    except apsw.Error as exc:  # pragma: no cover - setting a timeout does not fail
-        conn.close()
-        raise _translated(exc, path) from exc
-    return conn
+    conn.set_busy_timeout(busy_timeout_ms)
+    return conn, immutable
 
 
-def _translated(exc: BaseException, path: Path):
-    if isinstance(exc, apsw.CantOpenError) and Path(f"{path}-wal").exists() \
-            and not Path(f"{path}-shm").exists():
+def _translated(exc: BaseException, path: str):
+    if isinstance(exc, apsw.CantOpenError) and os.path.exists(path + "-wal") \
+            and not os.path.exists(path + "-shm"):
         return NeedsRecovery(path)
     if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
         return CorruptDatabase(path, str(exc))
     return translate(exc, path)
 
 
-def read_snapshot(path: Path, fn, *, busy_timeout_ms: int = 10_000, attempts: int = 5):
+def read_snapshot(path: str | os.PathLike, fn, *, busy_timeout_ms: int = 10_000,
+                  attempts: int = 5):
     """Run ``fn(conn)`` on a read-only view of `path` and return its result.
 
     apsw errors raised by `fn` are translated. When the file was read ``immutable`` and a
     writer touched it during the read, the result is thrown away and the read is repeated
     (it then goes through the -wal/-shm path, which is safe with live writers).
     """
+    path = os.fspath(path)
     for attempt in range(attempts):
         before = _identity(path)
-        immutable = not Path(f"{path}-wal").exists()
-        conn = _connect(path, busy_timeout_ms)
+        conn, immutable = _connect(path, busy_timeout_ms)
         try:
             try:
                 result = fn(conn)
@@ -179,7 +178,7 @@ def read_snapshot(path: Path, fn, *, busy_timeout_ms: int = 10_000, attempts: in
             conn.close()
         if not immutable:
             return result
-        if _identity(path) == before and not Path(f"{path}-wal").exists():
+        if _identity(path) == before and not os.path.exists(path + "-wal"):
             return result
         time.sleep(0.01 * (attempt + 1))  # a writer is busy with it; look again
     raise DatabaseFileError(path, "kept changing while it was read; try again when it is idle")
