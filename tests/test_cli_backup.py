@@ -237,3 +237,30 @@ def test_migrate_leaves_a_too_new_file_alone(root: Path):
     out = json.loads(result.stdout)
     assert [p["kind"] for p in out["problems"]] == ["schema_too_new"]
     assert path.read_bytes() == data
+
+
+def test_backup_copies_the_rest_when_one_file_is_corrupt(root: Path, tmp_path: Path):
+    bad = root / "plans" / "plan_9.sqlite"
+    bad.write_bytes(b"garbage" * 1000)
+    dest = tmp_path / "bk"
+    result = cli(root, "backup", str(dest), "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert [e["path"] for e in out["manifest"]["errors"]] == ["plans/plan_9.sqlite"]
+    assert out["manifest"]["errors"][0]["code"] == "corrupt_database"
+    assert {"plans/plan_1.sqlite", "plans/plan_2.sqlite"} <= {
+        e["path"] for e in out["manifest"]["files"]}
+    assert not (dest / "plans" / "plan_9.sqlite").exists()
+    assert bad.read_bytes() == b"garbage" * 1000
+    # What was copied restores fine.
+    assert cli(tmp_path / "restored", "restore", str(dest)).exit_code == 0
+
+
+def test_vacuum_reports_a_corrupt_file_and_does_the_rest(root: Path):
+    (root / "plans" / "plan_9.sqlite").write_bytes(b"garbage" * 1000)
+    result = cli(root, "vacuum", "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert [p["path"] for p in out["problems"]] == ["plans/plan_9.sqlite"]
+    assert {f["path"] for f in out["files"] if f["error"] is None} >= {
+        "main/plan_registry.db", "plans/plan_1.sqlite", "plans/plan_2.sqlite"}

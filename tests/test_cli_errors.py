@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cli_support import cli, make_plan, make_too_new, run_plandb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plandb.repository import PlanRepository
 
@@ -88,3 +90,28 @@ def test_errors_through_a_real_process(tmp_path: Path):
     assert proc.stderr.startswith("Error: DB_ROOT ") and "\nHint: " in proc.stderr
     proc = run_plandb("plans", "show", "not-a-number")
     assert proc.returncode == 2
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arg=st.text(max_size=40))
+def test_any_plan_argument_gives_a_clean_exit(root: Path, arg: str):
+    """Whatever is typed as an id, the command ends with 0, 1 or 2, never a traceback."""
+    result = cli(root, "plans", "show", "--", arg)
+    assert result.exit_code in (0, 1, 2), result.output
+    result = cli(root, "logs", "--plan", "1", "--job", arg, "--json")
+    assert result.exit_code in (0, 1, 2), result.output
+    if result.exit_code == 1:
+        assert set(json.loads(result.stdout)) == ERROR_KEYS
+
+
+def test_legacy_command_is_registered_when_present():
+    import importlib.util
+
+    from plandb.cli import main
+
+    if importlib.util.find_spec("plandb.cli_legacy") is None:
+        pytest.skip("plandb.cli_legacy is not there yet")
+    from plandb.cli_legacy import migrate_legacy
+
+    assert main.commands[migrate_legacy.name] is migrate_legacy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -178,9 +179,12 @@ def test_logs_follow_sees_another_process_append(logged: Path):
             assert line, follower.stderr.read()
             names.append(json.loads(line)["entry"]["action_name"])
         assert names == [f"live{i}" for i in range(100, 106)]
+        follower.send_signal(signal.SIGINT)  # Ctrl-C ends a follow cleanly
+        assert follower.wait(timeout=60) == 0
     finally:
-        follower.terminate()
-        follower.wait(timeout=60)
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(timeout=60)
 
 
 def test_logs_needs_plan_or_system(root: Path):
