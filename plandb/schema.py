@@ -60,9 +60,41 @@ LEGACY_RENAMES: dict[str, dict[str, dict[str, str]]] = {
                                "stats_json": "stats", "result_json": "result"},
         "decomposition_job_logs": {"metadata_json": "metadata"},
         "plan_action_logs": {"parameters_json": "parameters", "details_json": "details"},
+        "snapshots": {"snapshot_json": "snapshot"},
+    },
+    "registry": {
+        "plans": {"metadata_json": "metadata"},
+        "chat_sessions": {"metadata_json": "metadata"},
+        "chat_messages": {"metadata_json": "metadata"},
+        "chat_action_runs": {"context_json": "context", "history_json": "history",
+                             "structured_json": "structured", "result_json": "result",
+                             "errors_json": "errors"},
+        "memories": {"metadata_json": "metadata"},
+        "memory_embeddings": {"embedding": "vector"},
+    },
+    "session": {
+        "memories": {"metadata_json": "metadata"},
+        "memory_embeddings": {"embedding": "vector"},
     },
 }
 LEGACY_RENAMES["jobs"] = LEGACY_RENAMES["plan"]
+# Values computed while copying legacy rows, {kind: {table: {column: (sql, when)}}}; `when` is
+# "missing" (only if the legacy table lacks the column) or "always". The SQL may name legacy
+# columns that every legacy shape of the table has. Fixed strings, never input.
+LEGACY_EXPRS: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
+    "plan": {
+        # Paths are recomputed from parent links by the tree hook; a unique placeholder first
+        # (legacy paths may be NULL, in another format, or duplicated).
+        "tasks": {"path": ("'#' || \"id\"", "always")},
+        "plan_action_logs": {
+            "sequence": ("row_number() OVER (PARTITION BY \"job_id\" ORDER BY \"id\")",
+                         "missing")},
+    },
+    "registry": {
+        "plans": {"plan_file": ("'plans/plan_' || \"id\" || '.sqlite'", "missing")},
+    },
+}
+LEGACY_EXPRS["jobs"] = {"plan_action_logs": LEGACY_EXPRS["plan"]["plan_action_logs"]}
 
 
 def schemas_dir() -> Path:
@@ -275,7 +307,7 @@ def _migrate_locked(conn, path: Path, kind: str, backup_dir: Path | None) -> str
                 for step in todo:
                     conn.execute(step.sql)
             _check_foreign_keys(conn, path)
-            set_meta(conn, kind, latest_version(kind), adopted_from=state.meta_version
+            set_meta(conn, kind, latest_version(kind), adopted_from=(state.meta_version or "none")
                      if action == "adopt" else None)
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -323,6 +355,26 @@ def _columns(conn: apsw.Connection, table: str) -> list[tuple[str, str, bool, ob
     ]
 
 
+_STORED_GLOB = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].*Z'"
+
+
+def _legacy_ts(value):
+    """SQL function: a legacy timestamp (CURRENT_TIMESTAMP text, ISO, epoch) in the stored
+    format; anything unrecognisable is kept exactly as it was (never lost)."""
+    from .timestamps import normalize
+
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return normalize(value)
+    except (PlanDBError, ValueError, OverflowError, OSError):
+        return value
+
+
+def _all_tables(conn: apsw.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+
+
 def adopt_legacy(conn: apsw.Connection, kind: str, state: FileState) -> None:
     """Rebuild a legacy file's tables in the current shape, copying columns by name.
 
@@ -347,12 +399,18 @@ def adopt_legacy(conn: apsw.Connection, kind: str, state: FileState) -> None:
             if owner not in legacy:
                 continue
         conn.execute(f'DROP {typ.upper()} IF EXISTS "{name}"')  # names from sqlite_schema
+    # AUTOINCREMENT counters: a legacy table may have handed out ids above its max(id) (rows
+    # since deleted); the rebuilt table must never hand them out again.
+    sequences = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall()) if \
+        "sqlite_sequence" in _all_tables(conn) else {}
     for table in legacy:
         conn.execute(f'ALTER TABLE "{table}" RENAME TO "_legacy_{table}"')
     for step in steps(kind):
         conn.execute(step.sql)
     renames = LEGACY_RENAMES.get(kind, {})
+    computed = LEGACY_EXPRS.get(kind, {})
     stamp = now()
+    conn.create_scalar_function("plandb_legacy_ts", _legacy_ts, 1, deterministic=True)
     for table in legacy:
         new_cols = _columns(conn, table)
         old_names = {c[0] for c in _columns(conn, f"_legacy_{table}")}
@@ -360,13 +418,22 @@ def adopt_legacy(conn: apsw.Connection, kind: str, state: FileState) -> None:
         targets, exprs = [], []
         for name, typ, notnull, default in new_cols:
             src = name if name in old_names else back.get(name)
+            expr, when = computed.get(table, {}).get(name, (None, None))
+            if expr is not None and (when == "always" or src is None):
+                targets.append(name)
+                exprs.append(expr)
+                continue
             fill = None
-            if notnull and default is None:
-                fill = f"'{stamp}'" if name.endswith("_at") or name == "timestamp" else (
-                    "0" if "INT" in typ else "''")
+            if notnull:
+                if default is not None:
+                    fill = str(default)  # the column's own DEFAULT, as SQL text
+                elif name.endswith("_at") or name == "timestamp":
+                    fill = f"'{stamp}'"
+                else:
+                    fill = "0" if "INT" in typ else "''"
             if src is None:
-                if fill is None:
-                    continue
+                if fill is None or default is not None:
+                    continue  # the column's DEFAULT applies
                 targets.append(name)
                 exprs.append(fill)
             else:
@@ -379,11 +446,18 @@ def adopt_legacy(conn: apsw.Connection, kind: str, state: FileState) -> None:
         )
         for name, _typ, _nn, _d in new_cols:
             if name.endswith("_at") or name == "timestamp":
-                conn.execute(
-                    f'UPDATE "{table}" SET "{name}" = substr("{name}", 1, 10) || \'T\' || '
-                    f'substr("{name}", 12, 8) || \'.000000Z\' WHERE "{name}" GLOB '
-                    "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]'"
-                )
+                conn.execute(f'UPDATE "{table}" SET "{name}" = plandb_legacy_ts("{name}") '
+                             f'WHERE "{name}" IS NOT NULL AND "{name}" NOT GLOB {_STORED_GLOB}')
+        old_seq = sequences.get(table)
         conn.execute(f'DROP TABLE "_legacy_{table}"')
+        if old_seq is not None:
+            conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?",
+                         (old_seq, table))
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS "
+                         "(SELECT 1 FROM sqlite_sequence WHERE name = ?)",
+                         (table, old_seq, table))
+    if "plan_meta" in state.tables:
+        conn.execute("UPDATE plan_meta SET value = plandb_legacy_ts(value) WHERE key LIKE "
+                     f"'%\\_at' ESCAPE '\\' AND value NOT GLOB {_STORED_GLOB}")
     for hook in ADOPT_HOOKS.get(kind, ()):
         hook(conn)
