@@ -137,6 +137,8 @@ with PlanRepository(root) as repo:
         pid = plan_a if i % 2 == 0 else plan_b
         node = repo.create_task(pid, name=f"w{i}", instruction="z" * 500)
         print(pid, node.id, flush=True)  # acknowledged: create_task returned
+        if i % 7 == 0:  # new plans too: the registry and the plan files move together
+            print("plan", repo.create_plan(f"made {i}").id, flush=True)
         i += 1
 """
 
@@ -148,14 +150,25 @@ def test_backup_while_another_process_writes(root: Path, tmp_path: Path):
                               stdout=subprocess.PIPE, text=True)
     try:
         acked: dict[int, set[int]] = {1: set(), 2: set()}
+        plans: set[int] = set()
+
+        def read_ack() -> None:
+            a, b = writer.stdout.readline().split()
+            if a == "plan":
+                plans.add(int(b))
+            else:
+                acked[int(a)].add(int(b))
+
         while sum(map(len, acked.values())) < 60:
-            pid, tid = map(int, writer.stdout.readline().split())
-            acked[pid].add(tid)
+            read_ack()
+        plans_before = set(plans)
+        acked_before = {pid: set(ids) for pid, ids in acked.items()}
         dest = tmp_path / "bk"
         proc = run_plandb("--db-root", str(root), "backup", str(dest), "--json")
         assert proc.returncode == 0, proc.stderr
-        # The writer kept going during the backup.
-        pid, tid = map(int, writer.stdout.readline().split())
+        seen = sum(map(len, acked.values())) + len(plans)
+        read_ack()  # the writer kept going during the backup
+        assert sum(map(len, acked.values())) + len(plans) == seen + 1
     finally:
         writer.kill()
         writer.wait(timeout=60)
@@ -164,12 +177,15 @@ def test_backup_while_another_process_writes(root: Path, tmp_path: Path):
     for e in json.loads((dest / "manifest.json").read_bytes())["files"]:
         assert integrity(new_root / e["path"]) == ["ok"], e["path"]
     with PlanRepository(new_root) as repo:
-        for plan_id, ids in acked.items():
+        for plan_id, ids in acked_before.items():
             stored = set(repo.get_plan_tree(plan_id).nodes)
             assert ids <= stored, (plan_id, sorted(ids - stored))
             # A consistent snapshot: the writer's tasks are a prefix, with no gaps.
             assert stored == set(range(1, max(stored) + 1))
+    # Plans created while the backup ran are at worst orphans, which repair registers.
     assert cli(new_root, "doctor", "--repair").exit_code == 0
+    restored_plans = {p["id"] for p in cli_json(new_root, "plans", "list")["plans"]}
+    assert plans_before <= restored_plans
 
 
 def test_vacuum_shrinks_and_keeps_data(root: Path):

@@ -4,9 +4,10 @@
 writing: each file is copied in one step under one read transaction, so each copy is a
 consistent snapshot holding every transaction committed before its copy began, WAL content
 included (a bare file copy of a WAL database can miss or tear committed pages). There is no
-atomic snapshot across files (SQLite has none), so the registry is copied first: a plan
-created while the backup runs shows up as an orphan file, which ``plandb doctor --repair``
-re-registers without loss. ``manifest.json`` lists each file with its size, sha256, kind and
+atomic snapshot across files (SQLite has none), so the registry is copied before the other
+files are listed: a plan created while the backup runs shows up as an orphan file, which
+``plandb doctor --repair`` re-registers without loss; a plan deleted while it runs can leave its
+row without a file (``missing_file``). ``manifest.json`` lists each file with its size, sha256, kind and
 schema version.
 
 `restore_root` verifies every checksum before touching anything, restores into an empty or
@@ -138,6 +139,26 @@ def _describe_copy(path: Path) -> tuple[str | None, int | None]:
     return st.kind, st.version()
 
 
+def _copy_one(f, dest: Path, busy_timeout_ms: int, entries: list, errors: list,
+              problems: list[Problem]) -> None:
+    """Copy one file into the backup and add its manifest entry (or its error)."""
+    target = dest / f.rel
+    ensure_private_dir(target.parent)
+    try:
+        copy_database(f.path, target, busy_timeout_ms=busy_timeout_ms)
+    except FileNotFoundError:
+        return  # deleted while we ran (a plan deleted meanwhile): nothing to keep
+    except PlanDBError as exc:
+        errors.append({"path": f.rel, "error": str(exc), "code": exc.code})
+        problems.append(Problem("backup_failed", f.rel, str(exc), f.plan_id))
+        return
+    kind, version = _describe_copy(target)
+    entries.append({
+        "path": f.rel, "kind": kind or f.expected_kind, "schema_version": version,
+        "bytes": target.stat().st_size, "sha256": sha256_file(target),
+    })
+
+
 def default_backup_dir(root: Path) -> Path:
     return root / "backups" / f"full-{stamp()}"
 
@@ -185,22 +206,14 @@ def backup_root(root: Path, dest: Path | None = None, *, progress: Progress = no
     entries: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     problems: list[Problem] = []
-    for f in progress(database_files(root), "backing up"):
-        target = dest / f.rel
-        ensure_private_dir(target.parent)
-        try:
-            copy_database(f.path, target, busy_timeout_ms=busy_timeout_ms)
-        except FileNotFoundError:
-            continue  # deleted while we ran (a plan deleted meanwhile): nothing to keep
-        except PlanDBError as exc:
-            errors.append({"path": f.rel, "error": str(exc), "code": exc.code})
-            problems.append(Problem("backup_failed", f.rel, str(exc), f.plan_id))
-            continue
-        kind, version = _describe_copy(target)
-        entries.append({
-            "path": f.rel, "kind": kind or f.expected_kind, "schema_version": version,
-            "bytes": target.stat().st_size, "sha256": sha256_file(target),
-        })
+    # The registry is copied before the other files are even listed: every plan its copy
+    # calls ready had its file in place by then, so that file is in the listing below.
+    registry = [f for f in database_files(root, ("main",)) if f.expected_kind == "registry"]
+    for f in registry:
+        _copy_one(f, dest, busy_timeout_ms, entries, errors, problems)
+    rest = [f for f in database_files(root) if f.expected_kind != "registry"]
+    for f in progress(rest, "backing up"):
+        _copy_one(f, dest, busy_timeout_ms, entries, errors, problems)
     manifest = {
         "format": FORMAT,
         "db_root": str(root),
