@@ -30,6 +30,8 @@ HINTS = {
     "schema_too_new": "Upgrade plandb; `plandb inspect` lists every file's schema version.",
     "corrupt_database": "`plandb doctor` checks every file; `--repair` quarantines bad ones.",
     "backup_error": "See `plandb backup --help` and `plandb restore --help`.",
+    "schema_outdated": "`plandb migrate --dry-run` lists what would be upgraded.",
+    "needs_recovery": "`plandb doctor --repair` replays the -wal; stop writers first.",
     "database_busy": "Another process holds the write lock; try again when it is idle.",
 }
 DEFAULT_HINT = "`plandb doctor` checks this root; `plandb --help` lists the commands."
@@ -124,11 +126,19 @@ def pass_root(fn):
 
 
 @contextmanager
-def repository(root: Root):
-    """A PlanRepository on an existing root (creates no folder)."""
+def repository(root: Root, *, read_only: tuple[tuple[Path, str], ...] = ()):
+    """A PlanRepository on an existing root (creates no folder).
+
+    `read_only` lists the (path, kind) files a read command will touch: each must already be
+    at the current schema, because the repository upgrades older files on open and a read
+    command must not (`SchemaOutdated` says to run `plandb migrate`).
+    """
+    from .maintenance.scan import check_current
     from .repository import PlanRepository
 
     root.existing()
+    for path, kind in read_only:
+        check_current(path, kind)
     repo = PlanRepository(root.config(create=False))
     try:
         yield repo
@@ -251,7 +261,8 @@ def plans_list(root: Root, owner: str | None, limit: int | None, offset: int,
     if not root.config().main_db_path.exists():
         found = []
     else:
-        with repository(root) as repo:
+        registry = root.config().main_db_path
+        with repository(root, read_only=((registry, "registry"),)) as repo:
             found = repo.list_plans(owner=owner, limit=limit, offset=offset)
     data = {"ok": True, "plans": [p.to_dict() for p in found]}
     emit(data, table(["id", "title", "owner", "tasks", "updated"], [
@@ -280,7 +291,7 @@ def plans_show(root: Root, plan_id: int, max_depth: int | None, max_nodes: int |
            "context_updated_at": str|null, "created_at": str, "updated_at": str}]}
            (nodes in outline order: depth first, siblings by position)
     """
-    with repository(root) as repo:
+    with repository(root, read_only=((root.config().plan_db_path(plan_id), "plan"),)) as repo:
         tree = repo.get_plan_tree(plan_id)
     text = tree.to_outline(max_depth=max_depth or 10**9, max_nodes=max_nodes or 10**9)
     emit(tree.to_dict(), text + f"\n({len(tree)} tasks)")
@@ -331,7 +342,7 @@ def logs(root: Root, plan_id: int | None, system: bool, job_id: str | None, limi
         return
     job_logs, actions = [], []
     if not absent:
-        with repository(root) as repo:
+        with _log_repository(root, plan_id) as repo:
             job_logs, actions = view.first(repo)
     if is_json():
         click.echo(to_json({"ok": True, "plan_id": plan_id, "job_id": job_id, "job": view.job,
@@ -348,14 +359,16 @@ def logs(root: Root, plan_id: int | None, system: bool, job_id: str | None, limi
         click.echo("No log entries.")
 
 
+def _log_repository(root: Root, plan_id: int | None):
+    cfg = root.config()
+    logs_file = (cfg.plan_db_path(plan_id), "plan") if plan_id else (
+        cfg.system_jobs_db_path, "jobs")
+    return repository(root, read_only=(logs_file, (cfg.main_db_path, "registry")))
+
+
 def _follow(root: Root, view, absent: bool, interval: float,
             follow_seconds: float | None) -> None:
-    """Print the newest entries, then poll for more until Ctrl-C (or the hidden
-    --follow-seconds bound, which tests use)."""
-    import time
-    from contextlib import ExitStack
-
-    from .maintenance.logview import action_line, job_log_line
+    from .maintenance.logview import action_line, follow, job_log_line
 
     def show(job_logs, actions) -> None:
         for kind, items, line in (("job_log", job_logs, job_log_line),
@@ -364,24 +377,10 @@ def _follow(root: Root, view, absent: bool, interval: float,
                 click.echo(to_json({"type": kind, "entry": x.to_dict()}, indent=False)
                            if is_json() else line(x))
 
-    deadline = None if follow_seconds is None else time.monotonic() + follow_seconds
     system_file = root.config().system_jobs_db_path
-    repo = None
-    try:
-        with ExitStack() as stack:
-            while True:
-                if repo is None and (not absent or system_file.exists()):
-                    repo = stack.enter_context(repository(root))
-                    show(*view.first(repo))
-                elif repo is not None:
-                    show(*view.poll(repo))
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                pause = interval if deadline is None else min(interval,
-                                                              deadline - time.monotonic())
-                time.sleep(max(0.0, pause))
-    except KeyboardInterrupt:
-        pass
+    follow(view, lambda: _log_repository(root, view.plan_id), show,
+           ready=lambda: not absent or system_file.exists(),
+           interval=interval, seconds=follow_seconds)
 
 
 # --- repair and keep -------------------------------------------------------------------------

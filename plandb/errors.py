@@ -185,6 +185,35 @@ class CorruptDatabase(DatabaseFileError):
         )
 
 
+class SchemaOutdated(DatabaseFileError):
+    """The file needs a schema upgrade, which a read-only command does not perform."""
+
+    code = "schema_outdated"
+
+    def __init__(self, path, kind: str, found: int, latest: int):
+        super().__init__(
+            path,
+            f"{kind} schema v{found} is older than v{latest}; read-only commands do not "
+            "upgrade files. Run `plandb migrate` (it backs each file up first).",
+        )
+        self.kind = kind
+        self.found = found
+        self.latest = latest
+
+
+class NeedsRecovery(DatabaseFileError):
+    """A WAL database has a -wal but no -shm: reading it needs a write (WAL recovery)."""
+
+    code = "needs_recovery"
+
+    def __init__(self, path):
+        super().__init__(
+            path,
+            "has a -wal file but no -shm, so it cannot be read without writing; "
+            "`plandb doctor --repair` recovers it (a normal open replays the -wal).",
+        )
+
+
 class MigrationFailed(DatabaseFileError):
     """A schema upgrade step failed; the file was rolled back to how it was."""
 

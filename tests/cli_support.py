@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import pytest
 from click.testing import CliRunner, Result
 
 from plandb.cli import main
@@ -133,3 +134,23 @@ def seed_problem_root(root: Path) -> dict[str, set[str]]:
         "creating_row": {"plans/plan_8.sqlite", "plans/plan_500.sqlite"},
         "deleting_row": {"plans/plan_9.sqlite"},
     }
+
+
+def downgrade_registry(root: Path) -> None:
+    """Rebuild the registry as schema v1 (only step 0001), as an older plandb left it."""
+    from plandb import schema
+
+    if schema.latest_version("registry") < 2:
+        pytest.skip("the registry has a single schema step: nothing to downgrade to")
+    path = root / "main" / "plan_registry.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = apsw.Connection(str(path))
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN")
+        conn.execute(schema.steps("registry")[0].sql)
+        schema.set_meta(conn, "registry", 1)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

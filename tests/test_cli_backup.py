@@ -8,9 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import apsw
 import pytest
-from cli_support import cli, cli_json, fingerprint, integrity, make_plan, run_plandb
+from cli_support import (
+    cli,
+    cli_json,
+    downgrade_registry,
+    fingerprint,
+    integrity,
+    make_plan,
+    run_plandb,
+)
 
 from plandb.repository import PlanRepository
 
@@ -205,28 +212,8 @@ def test_vacuum_shrinks_and_keeps_data(root: Path):
         assert integrity(root / f["path"]) == ["ok"]
 
 
-def _downgrade_registry(root: Path) -> None:
-    """Rebuild the registry as schema v1 (only step 0001), as an older plandb left it."""
-    from plandb import schema
-
-    if schema.latest_version("registry") < 2:
-        pytest.skip("the registry has a single schema step: nothing to downgrade to")
-    path = root / "main" / "plan_registry.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    conn = apsw.Connection(str(path))
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("BEGIN")
-        conn.execute(schema.steps("registry")[0].sql)
-        schema.set_meta(conn, "registry", 1)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
 def test_migrate_dry_run_then_migrate(root: Path):
-    _downgrade_registry(root)
+    downgrade_registry(root)
     before = fingerprint(root)
     dry = cli_json(root, "migrate", "--dry-run")
     assert fingerprint(root) == before  # a dry run writes nothing

@@ -115,3 +115,16 @@ def test_legacy_command_is_registered_when_present():
     from plandb.cli_legacy import migrate_legacy
 
     assert main.commands[migrate_legacy.name] is migrate_legacy
+
+
+def test_read_commands_refuse_to_upgrade_an_older_file(root: Path):
+    from cli_support import downgrade_registry, fingerprint
+
+    downgrade_registry(root)
+    before = fingerprint(root)
+    for args in (("plans", "list"), ("logs", "--plan", "1")):
+        err = _json_error(root, *args, code="schema_outdated")
+        assert "plandb migrate" in err["error"]
+    assert fingerprint(root) == before  # not upgraded, not backed up, nothing written
+    assert cli(root, "migrate").exit_code == 0
+    assert cli(root, "plans", "list").exit_code == 0

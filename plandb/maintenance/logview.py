@@ -7,6 +7,9 @@ onwards from a cursor made by `action_log_cursor(last_id)`) and `load_decomposit
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +65,31 @@ class LogView:
         if logs:
             self.last_job_log_id = logs[-1].id
         return logs
+
+
+def follow(view: LogView, open_repo: Callable[[], AbstractContextManager[Any]],
+           show: Callable[[list[Any], list[Any]], None], *, ready: Callable[[], bool],
+           interval: float, seconds: float | None = None) -> None:
+    """Show the newest entries, then poll for new ones every `interval` seconds until Ctrl-C
+    (or for `seconds`, which tests use). `ready()` says whether the file exists yet: a log
+    that was never written is waited for, not created."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    repo = None
+    try:
+        with ExitStack() as stack:
+            while True:
+                if repo is None and ready():
+                    repo = stack.enter_context(open_repo())
+                    show(*view.first(repo))
+                elif repo is not None:
+                    show(*view.poll(repo))
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                pause = interval if deadline is None else min(interval,
+                                                              deadline - time.monotonic())
+                time.sleep(max(0.0, pause))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a follow ends: not an error
 
 
 def _compact(value: Any) -> str:

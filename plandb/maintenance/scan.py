@@ -28,26 +28,13 @@ from pathlib import Path
 import apsw
 
 from ..config import plan_id_from_filename
-from ..errors import CorruptDatabase, DatabaseFileError, translate
+from ..errors import CorruptDatabase, DatabaseFileError, NeedsRecovery, SchemaOutdated, translate
 
 # Folders that hold live databases; temp/ and backups/ hold transient files and copies.
 DATA_FOLDERS = ("main", "plans", "jobs", "sessions", "cache")
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal", ".lock")
 MAGIC = b"SQLite format 3\x00"
-
-
-class NeedsRecovery(DatabaseFileError):
-    """A WAL database has a -wal but no -shm: reading it needs a write (WAL recovery)."""
-
-    code = "needs_recovery"
-
-    def __init__(self, path):
-        super().__init__(
-            path,
-            "has a -wal file but no -shm, so it cannot be read without writing; "
-            "`plandb doctor --repair` recovers it (a normal open replays the -wal).",
-        )
 
 
 @dataclass(slots=True)
@@ -211,3 +198,21 @@ def folder_usage(folder: Path) -> tuple[int, int]:
             except FileNotFoundError:
                 continue
     return files, size
+
+
+def check_current(path: Path, kind: str) -> None:
+    """Refuse, without writing, a file a read-only command must not open through the
+    repository: too new (`SchemaTooNew`), another kind (`WrongDatabaseKind`), or in need of
+    an upgrade (`SchemaOutdated`), which the repository would otherwise run on open. A
+    missing file passes: the caller decides what absence means."""
+    from .. import schema
+
+    if not os.path.exists(path):
+        return
+    state = read_snapshot(path, schema.read_state)
+    if schema.classify(state, kind, path) != "current":
+        raise SchemaOutdated(path, kind, state.version(), schema.latest_version(kind))
+
+
+__all__ = ["DATA_FOLDERS", "DbFile", "NeedsRecovery", "check_current", "database_files",
+           "expected_kind", "file_sizes", "folder_usage", "read_snapshot"]
