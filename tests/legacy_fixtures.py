@@ -783,3 +783,132 @@ def build_old_root(root: Path) -> dict:
         "unsafe_session": UNSAFE_SESSION,
         "content_session": CONTENT_SESSION,
     }
+
+
+# =============================================================================================
+# 3. reading a migrated root back, independently of plandb
+# =============================================================================================
+
+
+def _ro(path: Path) -> sqlite3.Connection:
+    """Read-only; immutable (no side file created) when no -wal says a writer may be live."""
+    if Path(f"{path}-wal").exists():
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+
+
+def _all(path: Path, sql: str, params=()) -> list:
+    con = _ro(path)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def _j(text):
+    return None if text is None else json.loads(text)
+
+
+def plan_key(metadata: dict | None, plan_id: int) -> str:
+    """Imported plans get a new id each run: name them by their import reference."""
+    ref = ((metadata or {}).get("legacy") or {}).get("import_ref")
+    return f"import:{ref}" if ref else f"id:{plan_id}"
+
+
+def dump_plan(path: Path) -> dict:
+    tasks = _all(path, "SELECT id, name, status, instruction, parent_id, path, depth, metadata, "
+                       "execution_result, context_combined, context_sections, context_meta, "
+                       "context_updated_at, created_at FROM tasks ORDER BY parent_id, position")
+    out: dict = {"tasks": {}, "deps": sorted(_all(
+        path, "SELECT task_id, depends_on FROM task_dependencies"))}
+    rank: dict = {}
+    for t in tasks:
+        r = rank[t[4]] = rank.get(t[4], -1) + 1
+        out["tasks"][t[0]] = {"name": t[1], "status": t[2], "instruction": t[3], "parent": t[4],
+                              "rank": r, "path": t[5], "depth": t[6], "metadata": _j(t[7]),
+                              "result": t[8], "context": t[9], "sections": _j(t[10]),
+                              "context_meta": _j(t[11]), "context_at": t[12],
+                              "created_at": t[13]}
+    meta = dict(_all(path, "SELECT key, value FROM plan_meta"))
+    out["meta"] = {k: v for k, v in meta.items() if k not in ("updated_at", "legacy_meta_filled")}
+    out["meta"]["metadata"] = _j(meta.get("metadata"))
+    out["snapshots"] = _all(path, "SELECT id, note, created_at FROM snapshots ORDER BY id")
+    out["jobs"] = _all(path, "SELECT job_id, job_type, status, params, result, created_at "
+                             "FROM decomposition_jobs ORDER BY job_id")
+    out["job_logs"] = _all(path, "SELECT id, job_id, level, message, metadata "
+                                 "FROM decomposition_job_logs ORDER BY id")
+    out["action_logs"] = _all(path, "SELECT id, job_id, sequence, action_name, parameters "
+                                    "FROM plan_action_logs ORDER BY id")
+    return out
+
+
+def dump_root(root: Path) -> dict:
+    """Everything a migration must bring over, named so two runs can be compared."""
+    reg = root / "main" / "plan_registry.db"
+    plans = {}
+    keys = {}
+    for pid, title, owner, desc, meta, state, count in _all(
+            reg, "SELECT id, title, owner, description, metadata, state, task_count "
+                 "FROM plans ORDER BY id"):
+        m = _j(meta)
+        key = plan_key(m, pid)
+        assert key not in plans, f"two registry rows for {key}"
+        keys[pid] = key
+        if m and "legacy" in m:
+            m = {**m, "legacy": {k: v for k, v in m["legacy"].items() if k != "source_path"}}
+        file = root / "plans" / f"plan_{pid}.sqlite"
+        plans[key] = {"title": title, "owner": owner, "description": desc, "metadata": m,
+                      "state": state, "task_count": count,
+                      "file": dump_plan(file) if file.exists() else None}
+    sessions = {}
+    for row in _all(reg, "SELECT id, name, plan_id, metadata, is_active FROM chat_sessions"):
+        sessions[row[0]] = {"name": row[1], "plan": keys.get(row[2], row[2]),
+                            "metadata": _j(row[3]), "active": row[4]}
+    messages = {}
+    for sid, role, content, meta, created in _all(
+            reg, "SELECT session_id, role, content, metadata, created_at FROM chat_messages "
+                 "ORDER BY id"):
+        messages.setdefault(sid, []).append((role, content, _j(meta), created))
+    runs = _all(reg, "SELECT id, session_id, plan_id, status, context, result "
+                     "FROM chat_action_runs ORDER BY id")
+    index = {r[0]: (keys.get(r[1], r[1]), r[2]) for r in _all(
+        reg, "SELECT job_id, plan_id, job_type FROM plan_decomposition_job_index")}
+    caches = {}
+    for p in sorted((root / "cache").glob("*_cache.db")):
+        caches[p.name] = sorted(_all(p, "SELECT key, model, encoding, value FROM cache_entries"))
+    memories = {}
+    for p in sorted((root / "sessions").glob("session_*.sqlite")):
+        memories[p.name] = {
+            "meta": dict(_all(p, "SELECT key, value FROM plan_meta WHERE key IN "
+                                 "('session_id', 'kind')")),
+            "memories": _all(p, "SELECT id, content, keywords, related_task_id FROM memories "
+                                "ORDER BY id"),
+            "embeddings": _all(p, "SELECT memory_id, model, dimension, vector, norm > 0 "
+                                  "FROM memory_embeddings ORDER BY memory_id")}
+    jobs = root / "jobs" / "system_jobs.sqlite"
+    return {"plans": plans, "sessions": sessions, "messages": messages, "runs": runs,
+            "job_index": index, "caches": caches, "memories": memories,
+            "system_jobs": dump_plan_jobs(jobs) if jobs.exists() else None}
+
+
+def dump_plan_jobs(path: Path) -> dict:
+    return {"jobs": _all(path, "SELECT job_id, job_type, status, params, created_at "
+                               "FROM decomposition_jobs ORDER BY job_id"),
+            "job_logs": _all(path, "SELECT id, job_id, message, metadata "
+                                   "FROM decomposition_job_logs ORDER BY id"),
+            "action_logs": _all(path, "SELECT id, job_id, sequence, parameters "
+                                      "FROM plan_action_logs ORDER BY id")}
+
+
+def snapshot_files(*folders: Path) -> dict[str, tuple[str, int, int]]:
+    """(sha256, mtime_ns, mode) of every file below the folders, by path."""
+    import hashlib
+
+    out = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), st.st_mtime_ns,
+                               st.st_mode)
+    return out

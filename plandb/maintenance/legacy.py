@@ -39,12 +39,11 @@ import reference recorded in the plan's metadata.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import filelock
 
 from ..config import DatabaseConfig, ensure_private_dir
 from ..errors import LockTimeout, PlanDBError
@@ -136,6 +135,20 @@ class Run:
             self.reader.close()
 
 
+def _lock(folder: Path) -> int:
+    """An exclusive flock on the backups/legacy folder itself (no lock file to leave behind or
+    touch, so a run with nothing to do changes no byte); the kernel drops it if we die."""
+    ensure_private_dir(folder)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockTimeout(f"{folder.parent.parent}: another legacy migration of this root is "
+                          "running; wait for it to finish") from None
+    return fd
+
+
 def _resolve(config: DatabaseConfig | str | os.PathLike | None, dry_run: bool) -> DatabaseConfig:
     if isinstance(config, DatabaseConfig):
         return config
@@ -182,14 +195,7 @@ def migrate_existing_databases(
     lock = None
     try:
         if not dry_run:
-            base = config.root / "backups" / "legacy"
-            ensure_private_dir(base)
-            lock = filelock.FileLock(str(base / ".migration.lock"), timeout=0, mode=0o600)
-            try:
-                lock.acquire()
-            except filelock.Timeout as exc:
-                raise LockTimeout(f"{config.root}: another legacy migration is running "
-                                  "(backups/legacy/.migration.lock is held); wait for it") from exc
+            lock = _lock(config.root / "backups" / "legacy")
         root_plan = plan_root(run)
         if _inside(flat, config.root):
             run.report.problem("legacy_dir_inside_root", str(flat),
@@ -215,4 +221,4 @@ def migrate_existing_databases(
             run.close()
         finally:
             if lock is not None:
-                lock.release()
+                os.close(lock)  # releases the flock

@@ -145,6 +145,7 @@ def convert_root_cache(run: Run, path: Path, copy: Path) -> dict:
             added, rejected = _insert(run, tx, entries)
     finally:
         conn.close()  # last connection: everything checkpointed into the one file
+    Path(f"{tmp}.lock").unlink(missing_ok=True)  # the schema runner's lock, no longer held
     _fold_wal(run, path)
     Path(f"{path}-shm").unlink(missing_ok=True)
     run.repo.pool.discard(path)

@@ -79,6 +79,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def private_dirs(root: Path, folder: Path) -> None:
+    """Create `folder` and every missing folder between `root` and it, each 0700."""
+    for part in reversed([folder, *folder.parents]):
+        if part == root or root in part.parents:
+            ensure_private_dir(part)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -203,7 +210,7 @@ class Backups:
             self.report.backups.append(b)
             return b
         dest = self.run_dir / name
-        ensure_private_dir(dest.parent)
+        private_dirs(self.root, dest.parent)
         for stale in (dest, *(Path(f"{dest}{s}") for s in SIDE_SUFFIXES)):
             stale.unlink(missing_ok=True)
 
@@ -262,7 +269,7 @@ def quarantine(root: Path, path: Path, rel: str, reason: str, *, move: bool) -> 
     """
     stamp = now()
     qdir = quarantine_dir(root, rel, stamp)
-    ensure_private_dir(qdir)
+    private_dirs(root, qdir)
     files = [path, *side_files(path)]
     placed = []
     for src in files:

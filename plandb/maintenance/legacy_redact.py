@@ -118,11 +118,16 @@ def _redact_fn(run: Run, f: RootFile):
     def go() -> dict:
         redactor = _redactor(run)
         repo = run.repo
-        with repo._open(f.path, f.kind, create=False) as conn, write(
-                conn, f.path, retries=run.config.write_retries) as tx:
-            found = scan(conn, redactor)
-            for table, column, rowid, new in found:
-                tx.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (new, rowid))
+        with repo._open(f.path, f.kind, create=False) as conn:
+            with write(conn, f.path, retries=run.config.write_retries) as tx:
+                found = scan(conn, redactor)
+                for table, column, rowid, new in found:
+                    tx.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (new, rowid))
+            if found:
+                # The old values still sit in free pages (and the rebuilt legacy tables' old
+                # pages): rewrite the file without them, then empty the -wal.
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         run.report.count("values_redacted", len(found))
         return {"rewritten": len(found)}
     return go
