@@ -174,3 +174,16 @@ def test_job_index_is_checked_and_repaired(db_root: Path):
     assert cli_json(db_root, "doctor")["problems"] == []
     with PlanRepository(db_root) as repo:
         assert repo.find_job("job-1").plan_id == pid
+
+
+def test_confirm_damage_rechecks_through_a_normal_connection(db_root: Path):
+    """Quarantine needs a second opinion from a locking reader: healthy files pass it."""
+    from plandb.maintenance.doctor import confirm_damage
+
+    with PlanRepository(db_root) as repo:
+        pid = make_plan(repo, "alpha")
+    path = db_root / "plans" / f"plan_{pid}.sqlite"
+    assert confirm_damage(path) is None
+    garbage = db_root / "plans" / "plan_50.sqlite"
+    garbage.write_bytes(os.urandom(9000))
+    assert confirm_damage(garbage)

@@ -109,6 +109,31 @@ def recover_file(path: Path, busy_timeout_ms: int = 10_000) -> None:
         conn.close()
 
 
+def confirm_damage(path: Path, busy_timeout_ms: int = 10_000) -> str | None:
+    """Check a file again through a normal connection before it is moved: what is wrong with
+    it, or None if it is healthy after all.
+
+    The first pass reads without writing anything (no read mark in the -shm), which a
+    checkpoint racing that read can confuse; this read takes part in the WAL locking like any
+    reader, so a file is quarantined only when a proper integrity_check fails too.
+    Raises `DatabaseBusy` when a writer keeps the file locked.
+    """
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as exc:
+        return f"cannot be opened: {exc}"
+    try:
+        conn.set_busy_timeout(busy_timeout_ms)
+        lines = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+    except (apsw.BusyError, apsw.LockedError) as exc:
+        raise translate(exc, path) from exc
+    except apsw.Error as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    return None if lines == ["ok"] else "; ".join(lines[:5])
+
+
 def _repair_files(root: Path, problems: list[Problem], report: DoctorReport) -> None:
     qdir = root / "backups" / "quarantine" / stamp()
     by_path = {f.rel: f for f in database_files(root)}
@@ -133,8 +158,13 @@ def _repair_files(root: Path, problems: list[Problem], report: DoctorReport) -> 
             except PlanDBError as exc:
                 p.detail += f"; recovery failed: {exc}"
         if p.kind in QUARANTINE or p.kind == "needs_recovery":
-            if p.kind == "unreadable" and "locked" in p.detail:
+            try:
+                damage = confirm_damage(root / p.path)
+            except PlanDBError:
                 p.action = "left alone: busy, try again when writers are idle"
+                continue
+            if damage is None:
+                p.repaired, p.action = True, "rechecked: healthy (the first read raced a writer)"
                 continue
             dest = quarantine_file(root, p.path, f"{p.kind}: {p.detail}", qdir)
             report.quarantine = str(qdir)
