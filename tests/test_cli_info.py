@@ -113,3 +113,22 @@ def test_every_command_is_documented_in_the_readme():
             continue  # documented with the legacy import
         assert f"`plandb {' '.join(path)}" in section, path
     assert '{"ok": false, "error": ' in section and '"code": ' in section
+
+
+def _json_block(cmd: click.Command) -> str:
+    import inspect
+
+    doc = inspect.cleandoc(cmd.help or "")
+    return " ".join(doc[doc.index("JSON"):].replace("\b", "").split())
+
+
+def test_readme_json_shapes_match_the_help():
+    """README's "JSON shapes" are the --help texts: change one, change the other."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### JSON shapes", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    for path, cmd in _commands(main):
+        if isinstance(cmd, click.Group) or cmd.callback.__module__ != "plandb.cli":
+            continue
+        assert f"`plandb {' '.join(path)}`" in section, path
+        assert _json_block(cmd) in flat, path
