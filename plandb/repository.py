@@ -37,7 +37,9 @@ late; after a crash, reconcile recomputes them from the plan files.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +61,45 @@ from .stores import registry as reg
 from .stores.plan import PlanStore, SiblingCache
 from .timestamps import now
 from .transaction import read, write
+
+# Test hook, read once at import: PLANDB_CRASH_AT=<step> makes the process SIGKILL itself at
+# that step of a multi-file operation (steps: the `_crash_point` calls below), so crash tests
+# hit every window between two steps deterministically. Unset, `_crash_point` does nothing.
+_CRASH_AT = os.environ.get("PLANDB_CRASH_AT")
+
+
+def _crash_point(step: str) -> None:
+    if _CRASH_AT == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def try_lock(path: Path) -> int | None:
+    """Take an exclusive flock on `path` (created 0600) without waiting: the fd, or None if
+    another process (or another open of it in this one) holds it. The kernel releases it when
+    the holder dies, which is what lets reconcile tell a live create_plan from a crashed one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock(fd: int, path: Path) -> None:
+    """Remove the lock file, then release it (a waiter re-checks state after acquiring)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+def _earlier(index: Any, i: int) -> int:
+    """A create_tasks index that names one of the specs before spec `i` (no negatives)."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < i:
+        raise IndexError(index)
+    return index
 
 
 def fsync_path(path: Path) -> None:
@@ -157,24 +198,46 @@ class PlanRepository(RecordsMixin):
     def _plan(self, plan_id: int) -> Iterator[PlanStore]:
         """A PlanStore on the plan's file; PlanNotFound if the file does not exist."""
         path = self.config.plan_db_path(plan_id)
-        try:
-            with self._handle(path, "plan", create=False) as handle:
-                siblings = handle.cache.get("siblings")
-                if siblings is None:
-                    siblings = handle.cache["siblings"] = SiblingCache()
-                yield PlanStore(handle.conn, plan_id, self.payloads, siblings)
-        except FileNotFoundError:
-            raise PlanNotFound(plan_id, "no plan file") from None
+        for _attempt in range(3):
+            try:
+                with self._handle(path, "plan", create=False) as handle:
+                    # A cached connection outlives its file when another process deletes (or
+                    # replaces) the plan: writing through it would be acknowledged and lost.
+                    # One stat per call tells; the connection is then dropped and reopened.
+                    try:
+                        st = os.stat(path)
+                    except FileNotFoundError:
+                        self.pool.discard(path)
+                        raise
+                    if handle.cache.setdefault("file_id", (st.st_dev, st.st_ino)) != (
+                            st.st_dev, st.st_ino):
+                        self.pool.discard(path)
+                        continue
+                    siblings = handle.cache.get("siblings")
+                    if siblings is None:
+                        siblings = handle.cache["siblings"] = SiblingCache()
+                    yield PlanStore(handle.conn, plan_id, self.payloads, siblings)
+                    return
+            except FileNotFoundError:
+                raise PlanNotFound(plan_id, "no plan file") from None
+        raise PlanNotFound(plan_id, "its file keeps being replaced; retry")
 
     @contextmanager
     def _plan_write(self, plan_id: int) -> Iterator[PlanStore]:
         """A write transaction on the plan's file that marks the plan dirty after commit."""
         with self._plan(plan_id) as store:
             path = self.config.plan_db_path(plan_id)
-            with write(store.conn, path, retries=self.config.write_retries) as tx:
-                stamp = now()
-                tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
-                yield store
+            try:
+                with write(store.conn, path, retries=self.config.write_retries) as tx:
+                    stamp = now()
+                    # plan_meta.updated_at lets reconcile recompute the registry's after a crash.
+                    store.touch(stamp)
+                    tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
+                    yield store
+            except BaseException:
+                # Rolled back: cached sibling counts may count rows that never committed.
+                store.siblings.groups.clear()
+                raise
         self._maybe_flush()
 
     # --- registry bookkeeping --------------------------------------------------------------
@@ -199,10 +262,18 @@ class PlanRepository(RecordsMixin):
             try:
                 with self._plan(plan_id) as store:
                     rows.append((plan_id, store.task_count(), stamp))
-            except PlanNotFound:
+            except PlanDBError:
+                # Deleted meanwhile, or unreadable now: the registry keeps its last values
+                # (reconcile reports the file); the other plans' counts still go in.
                 continue
-        with self._registry() as conn, write(conn, self.config.main_db_path) as _tx:
-            reg.sync_counts(conn, rows)
+        try:
+            with self._registry() as conn, write(conn, self.config.main_db_path) as _tx:
+                reg.sync_counts(conn, rows)
+        except BaseException:
+            with self._dirty_lock:  # try again next time; marks made meanwhile are newer
+                for plan_id, stamp in dirty.items():
+                    self._dirty.setdefault(plan_id, stamp)
+            raise
 
     # --- plans -----------------------------------------------------------------------------
 
@@ -211,21 +282,29 @@ class PlanRepository(RecordsMixin):
         with self._template_lock:
             if self._template is None:
                 tmp = self.config.temp_db_path(f"template-{os.getpid()}-{id(self)}")
+                leftovers = [Path(f"{tmp}{s}") for s in ("", "-wal", "-shm", ".lock")]
+                for p in leftovers:  # a crashed process with a recycled pid may have left them
+                    p.unlink(missing_ok=True)
                 conn = open_connection(tmp, busy_timeout_ms=self.config.busy_timeout_ms)
                 try:
                     schema.ensure_schema(conn, tmp, "plan")
                 finally:
                     conn.close()
                 self._template = tmp.read_bytes()
-                tmp.unlink()
+                for p in leftovers:  # .lock: the schema runner's filelock stays behind
+                    p.unlink(missing_ok=True)
             return self._template
 
     def _file_taken(self, plan_id: int) -> bool:
         return (self.config.plan_db_path(plan_id).exists()
-                or self._building_path(plan_id).exists())
+                or self._building_path(plan_id).exists()
+                or self._creation_lock_path(plan_id).exists())
 
     def _building_path(self, plan_id: int) -> Path:
         return self.config.folder("temp") / f"plan_{plan_id}.building"
+
+    def _creation_lock_path(self, plan_id: int) -> Path:
+        return self.config.folder("temp") / f"plan_{plan_id}.lock"
 
     def create_plan(
         self,
@@ -243,24 +322,37 @@ class PlanRepository(RecordsMixin):
         meta_json = p.json_object(metadata)
         stamp = now()
         main = self.config.main_db_path
-        with self._registry() as conn:
-            with write(conn, main, retries=self.config.write_retries):
-                plan_id = reg.next_plan_id(conn, self._file_taken)
-                final = self.config.plan_db_path(plan_id)
-                reg.insert_plan(conn, plan_id, title=title, owner=owner, description=description,
-                                metadata_json=meta_json,
-                                plan_file=str(final.relative_to(self.config.root)),
-                                state="creating", stamp=stamp)
+        lock: int | None = None
         try:
-            self._build_plan_file(plan_id, final, {
-                "plan_id": str(plan_id), "title": title, "description": description,
-                "owner": owner, "metadata": meta_json, "created_at": stamp, "updated_at": stamp,
-            })
-        except BaseException:
-            self._abandon_creation(plan_id)
-            raise
-        with self._registry() as conn, write(conn, main, retries=self.config.write_retries):
-            reg.set_state(conn, plan_id, "ready")
+            with self._registry() as conn:
+                with write(conn, main, retries=self.config.write_retries):
+                    plan_id = reg.next_plan_id(conn, self._file_taken)
+                    final = self.config.plan_db_path(plan_id)
+                    # Held from before the row is visible until it is ready or dropped, so
+                    # reconcile can leave a creation that is still running alone.
+                    lock = try_lock(self._creation_lock_path(plan_id))
+                    if lock is None:  # never: the id is fresh and its lock file did not exist
+                        raise PlanDBError(f"plan id {plan_id}: creation lock is held; retry")
+                    reg.insert_plan(conn, plan_id, title=title, owner=owner,
+                                    description=description, metadata_json=meta_json,
+                                    plan_file=str(final.relative_to(self.config.root)),
+                                    state="creating", stamp=stamp)
+            _crash_point("create:row")
+            try:
+                self._build_plan_file(plan_id, final, {
+                    "plan_id": str(plan_id), "title": title, "description": description,
+                    "owner": owner, "metadata": meta_json, "created_at": stamp,
+                    "updated_at": stamp,
+                })
+            except BaseException:
+                self._abandon_creation(plan_id)
+                raise
+            _crash_point("create:renamed")
+            with self._registry() as conn, write(conn, main, retries=self.config.write_retries):
+                reg.set_state(conn, plan_id, "ready")
+        finally:
+            if lock is not None:
+                unlock(lock, self._creation_lock_path(plan_id))
         return PlanTree(id=plan_id, title=title, description=description,
                         metadata=(metadata and self._decoded(meta_json)) or {})
 
@@ -284,6 +376,7 @@ class PlanRepository(RecordsMixin):
         finally:
             conn.close()  # last connection: checkpoints and removes the -wal
         fsync_path(building)
+        _crash_point("create:built")
         os.replace(building, final)
         fsync_path(final.parent)
 
@@ -335,6 +428,7 @@ class PlanRepository(RecordsMixin):
                 store.write_meta(**values, updated_at=now())
         # The plan file is the truth; a crash here leaves the registry stale until reconcile
         # copies plan_meta back into it.
+        _crash_point("update_plan:file")
         with self._registry() as conn, write(conn, self.config.main_db_path):
             reg.update_plan(conn, plan_id, values, now())
         return self.get_plan_summary(plan_id)
@@ -345,9 +439,10 @@ class PlanRepository(RecordsMixin):
         main = self.config.main_db_path
         with self._registry() as conn, write(conn, main):
             row = reg.get_row(conn, plan_id)
-            if row is None:
-                raise PlanNotFound(plan_id)
+            if row is None or row[8] == "creating":  # a creation never acknowledged
+                raise PlanNotFound(plan_id, "" if row is None else "it is being created")
             reg.set_state(conn, plan_id, "deleting")
+        _crash_point("delete:marked")
         self.finish_delete(plan_id)
 
     def finish_delete(self, plan_id: int) -> None:
@@ -361,6 +456,7 @@ class PlanRepository(RecordsMixin):
                 os.unlink(f"{path}{suffix}")
             except FileNotFoundError:
                 pass
+            _crash_point(f"delete:unlinked{suffix}")
         fsync_path(path.parent)
         with self._registry() as conn, write(conn, self.config.main_db_path):
             reg.delete_row(conn, plan_id)
@@ -401,10 +497,10 @@ class PlanRepository(RecordsMixin):
                 didx = spec.pop("dependency_indexes", None)
                 try:
                     if pidx is not None:
-                        spec["parent_id"] = out[pidx].id
+                        spec["parent_id"] = out[_earlier(pidx, i)].id
                     if didx:
                         spec["dependencies"] = list(spec.get("dependencies") or []) + [
-                            out[j].id for j in didx]
+                            out[_earlier(j, i)].id for j in didx]
                 except (IndexError, TypeError):
                     raise InvalidInput(f"spec {i}: parent_index/dependency_indexes must refer "
                                        "to earlier specs") from None

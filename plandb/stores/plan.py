@@ -221,7 +221,7 @@ class PlanStore:
 
     # --- dependencies ------------------------------------------------------------------------
 
-    def _check_dependencies(self, task_id: int, deps: Any) -> list[int]:
+    def _check_dependencies(self, task_id: int | None, deps: Any) -> list[int]:
         if deps is None:
             return []
         if isinstance(deps, str | bytes) or not hasattr(deps, "__iter__"):
@@ -300,6 +300,9 @@ class PlanStore:
             if isinstance(position, bool) or not isinstance(position, int):
                 raise InvalidInput(f"position must be an integer >= 0, got {position!r}")
             key, rank = self._key_at(parent_id, position)
+        # Checked before the row exists: the new id is unknown to the caller, so naming it is
+        # an unknown task (TaskNotFound), not a self-dependency.
+        deps = self._check_dependencies(None, dependencies)
         seq = self._one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
         task_id = (seq[0] if seq else 0) + 1
         path = f"{ppath}/{task_id}"
@@ -308,7 +311,6 @@ class PlanStore:
             "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (task_id, name, status, instruction, parent_id, key, path, depth, meta_json,
              stamp, stamp))
-        deps = self._check_dependencies(task_id, dependencies)
         if deps:
             self._set_dependencies(task_id, deps, replace=False)
         if appended:
