@@ -13,13 +13,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from plandb import PlanRepository
 
 FAKE_SECRET = "sk-proj-" + "Xy7Qm2Lp9Rt4Vb8Nc3Hd" * 2  # 40 characters after the prefix
 
 
-def build(root: Path) -> dict[str, int]:
+def build(root: Path) -> dict[str, Any]:
     with PlanRepository(root) as repo:
         launch = repo.create_plan("Launch the v2 website", owner="ana",
                                   description="Everything between design freeze and go-live",
@@ -39,24 +40,25 @@ def build(root: Path) -> dict[str, int]:
         for name in ("sqlite-vec", "pgvector", "FAISS"):
             repo.create_task(research.id, name=f"Benchmark {name}", parent_id=survey.id)
 
-        repo.record_decomposition_job(launch.id, job_id="decompose-build", mode="full",
+        job = f"decompose-build-{launch.id}"  # job ids are unique across the root
+        repo.record_decomposition_job(launch.id, job_id=job, mode="full",
                                       target_task_id=build_.id, status="running",
                                       params={"max_depth": 3})
-        repo.append_decomposition_job_log(launch.id, job_id="decompose-build",
+        repo.append_decomposition_job_log(launch.id, job_id=job,
                                           timestamp="2026-11-22T10:01:24.123456Z",
                                           level="info", message="expanding 'Build'")
-        repo.append_action_log(plan_id=launch.id, job_id="decompose-build",
+        repo.append_action_log(plan_id=launch.id, job_id=job,
                                action_kind="llm", action_name="call_model", status="done",
                                success=True, message="asked the model for subtasks",
                                parameters={"model": "gpt-x", "api_key": FAKE_SECRET})
-        repo.append_action_log(plan_id=launch.id, job_id="decompose-build",
+        repo.append_action_log(plan_id=launch.id, job_id=job,
                                action_kind="tool", action_name="create_task", status="done",
                                success=True, message="created 'API endpoints'",
                                details={"header": f"Authorization: Bearer {FAKE_SECRET}"})
         repo.append_action_log(plan_id=None, job_id="nightly-cleanup", action_kind="system",
                                action_name="cleanup", status="done", success=True,
                                message="nothing to clean")
-        return {"launch": launch.id, "research": research.id}
+        return {"launch": launch.id, "research": research.id, "job": job}
 
 
 def plandb(root: Path, *args: str) -> int:
@@ -78,13 +80,12 @@ def main() -> int:
     codes = [
         plandb(root, "inspect"),
         plandb(root, "plans", "show", str(ids["launch"])),
-        plandb(root, "logs", "--plan", str(ids["launch"]), "--job", "decompose-build"),
+        plandb(root, "logs", "--plan", str(ids["launch"]), "--job", ids["job"]),
         plandb(root, "doctor"),
     ]
-    raw = b"".join(p.read_bytes() for p in (root / "plans").glob("*.sqlite*"))
-    leaked = FAKE_SECRET.encode() in raw
+    leaked = any(FAKE_SECRET.encode() in p.read_bytes() for p in root.rglob("*") if p.is_file())
     print(f"\nThe fake API key {FAKE_SECRET[:12]}... is "
-          + ("STILL IN THE FILES (redaction failed)" if leaked else "nowhere in the plan files: "
+          + ("STILL IN THE FILES (redaction failed)" if leaked else "in no file under the root: "
              "it was redacted before it was written."))
     print(f"\nDB_ROOT: {root}\nTry: .venv/bin/plandb --db-root {root} --help")
     return 1 if leaked or any(codes) else 0
