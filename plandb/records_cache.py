@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .errors import PlanDBError
+from .errors import InvalidInput, PlanDBError
 from .stores.cache import CacheStore
 
 log = logging.getLogger("plandb.cache")
@@ -26,6 +26,8 @@ class CacheMixin:
 
     def cache(self, name: str) -> CacheStore:
         """The cache store for cache/<name>_cache.db (created on first use)."""
+        if not isinstance(name, str):  # checked here: an unhashable name fails the lookup
+            raise InvalidInput(f"cache name must be a string, got {type(name).__name__}")
         with self._caches_lock:
             store = self._caches.get(name)
             if store is None:

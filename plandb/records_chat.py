@@ -224,6 +224,13 @@ class ChatMixin:
             return chat.page_messages(conn, sid, after=after, descending=reverse, limit=limit,
                                       role=role)
 
+    @staticmethod
+    def chat_message_cursor(after_id: int, *, reverse: bool = False) -> str:
+        """A cursor continuing a message listing after message id `after_id`."""
+        if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+            raise InvalidInput(f"after_id must be a non-negative integer, got {after_id!r}")
+        return cursors.encode(chat.MESSAGE_SCOPE, after_id, bool(reverse))
+
     def count_chat_messages(self, session_id: str) -> int:
         sid = record_id(session_id, "session id", self.payloads)
         with self._registry() as conn, read(conn):

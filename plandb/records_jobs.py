@@ -20,6 +20,8 @@ job the index does not know; nothing acknowledged is lost, because:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +50,14 @@ from .transaction import read, write
 
 log = logging.getLogger("plandb.jobs")
 
-_UNSET: Any = object()
+# Test hook (as in plandb.repository): PLANDB_CRASH_AT=job:file SIGKILLs the process after
+# the job's file committed and before the index entry is written.
+_CRASH_AT = os.environ.get("PLANDB_CRASH_AT")
+
+
+def _crash_point(step: str) -> None:
+    if _CRASH_AT == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _where(plan_id: int | None) -> str:
@@ -112,6 +121,7 @@ class JobsMixin:
                             target_task_id=target_task_id, status=status, params=params_json,
                             metadata=meta_json, stamp=now())
             job = jobs.get_job(tx.conn, job_id, plan_id)
+        _crash_point("job:file")
         self._index_job(job_id, plan_id, job.job_type, job.created_at)
         return job
 

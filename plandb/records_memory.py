@@ -14,7 +14,7 @@ just written. A file is a candidate when its newest time among the database, ``-
 switched out of WAL: SQLite allows that only when no other connection (any process) has the
 file open, and from that moment the exclusive lock keeps everyone out. Under that lock the
 file's own ``last_write_at`` stamp (written by every memory write) is checked again, and only
-then are the file, ``-wal``, ``-shm`` and ``-journal`` removed. A process that opens the file
+then are ``-wal``, ``-shm``, ``-journal`` and, last, the file itself removed. A process that opens the file
 while it is being removed gets SQLite's "database moved" error, which the memory calls here
 answer by reopening a fresh file.
 """
@@ -49,15 +49,22 @@ from .transaction import read, write
 log = logging.getLogger("plandb.memory")
 
 _DBMOVED = apsw.mapping_extended_result_codes["SQLITE_READONLY_DBMOVED"]
-_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 def _moved(exc: BaseException | None) -> bool:
-    """Did this error come from SQLite noticing that the file was removed under it?"""
+    """Did this error come from the file being removed while we opened it?
+
+    An idle cleanup in another process can unlink a session file between our open() and our
+    first lock. SQLite then reports it as "database moved" (a write to an unlinked file), as
+    a failed fstat (an I/O error), or, if it went between our create and our open, as "cannot
+    open". Nothing was written in any of these cases, so the caller retries on a fresh file.
+    """
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, apsw.ReadOnlyError) and getattr(
                 exc, "extendedresult", None) == _DBMOVED:
+            return True
+        if isinstance(exc, apsw.IOError | apsw.CantOpenError):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -120,7 +127,7 @@ class MemoryMixin:
                 with read(conn, main):
                     return fn(conn, None)
         path = self._session_path(session_id)
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 with self._session_conn(path, create=writing) as conn:
                     if writing:
@@ -134,7 +141,7 @@ class MemoryMixin:
                 return missing
             except PlanDBError as exc:
                 # Removed by an idle cleanup while we opened it: a fresh file is the truth.
-                if attempt < 2 and _moved(exc):
+                if attempt < 4 and _moved(exc):
                     self.pool.discard(path)
                     continue
                 raise
@@ -401,12 +408,14 @@ class MemoryMixin:
             try:
                 conn.execute("PRAGMA locking_mode=EXCLUSIVE")
                 # Leaving WAL needs every other connection closed; afterwards the exclusive
-                # lock (kept in this locking mode) keeps new ones out until we close.
-                mode = conn.execute("PRAGMA journal_mode=DELETE").fetchall()[0][0]
-                if str(mode).lower() != "delete":
+                # lock (kept in this locking mode) keeps new ones out until we close. MEMORY:
+                # this connection then never creates or deletes a -journal by name, which
+                # could by then belong to a new file at the same path.
+                mode = conn.execute("PRAGMA journal_mode=MEMORY").fetchall()[0][0]
+                if str(mode).lower() != "memory":
                     return "in_use", 0
                 conn.execute("BEGIN EXCLUSIVE")
-                if str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower() != "delete":
+                if str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower() != "memory":
                     return "in_use", 0
                 if cutoff is not None:
                     try:
@@ -420,8 +429,10 @@ class MemoryMixin:
             except (apsw.NotADBError, apsw.CorruptError) as exc:
                 log.warning("%s: not removed, unreadable (%s)", path, exc)
                 return "unreadable", 0
+            # Side files first, the database last: while the database is still in place (and
+            # locked by us) nobody can create side files of a new one with these names.
             freed = 0
-            for suffix in (*_SUFFIXES, ".lock"):
+            for suffix in ("-wal", "-shm", "-journal", "", ".lock"):
                 try:
                     p = f"{path}{suffix}"
                     freed += os.stat(p).st_size if suffix != ".lock" else 0

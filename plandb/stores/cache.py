@@ -286,8 +286,9 @@ class CacheStore:
                 self._expired |= expired
 
         try:
-            tx.executemany("UPDATE cache_counters SET value = value + ? WHERE name = ?",
-                           [(v, k) for k, v in pending.items() if v])
+            tx.executemany("INSERT INTO cache_counters (name, value) VALUES (?, ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                           [(k, v) for k, v in pending.items() if v])
             tx.executemany("UPDATE cache_entries SET used_us = max(used_us, ?), "
                            "hits = hits + ? WHERE key = +?",
                            [(us, n, k) for k, (us, n) in touched.items()])

@@ -20,14 +20,14 @@ CREATE INDEX cache_entries_lru ON cache_entries (used_us);
 CREATE INDEX cache_entries_expires ON cache_entries (expires_at) WHERE expires_at IS NOT NULL;
 
 -- Counters: entries/bytes kept exact by triggers (so bounds never need a full count), and
--- hits/misses/puts/evictions/expirations added by the store in batches.
+-- hits/misses/puts/evictions/expirations/rejected added by the store in batches.
 CREATE TABLE cache_counters (
     name   TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO cache_counters (name, value) VALUES
     ('entries', 0), ('bytes', 0), ('hits', 0), ('misses', 0), ('puts', 0),
-    ('evictions', 0), ('expirations', 0);
+    ('evictions', 0), ('expirations', 0), ('rejected', 0);
 CREATE TRIGGER cache_entries_added AFTER INSERT ON cache_entries BEGIN
     UPDATE cache_counters SET value = value + 1 WHERE name = 'entries';
     UPDATE cache_counters SET value = value + new.size WHERE name = 'bytes';
