@@ -313,10 +313,14 @@ class JobsMixin:
     def reindex_jobs(self, *, repair: bool = True) -> JobIndexReport:
         """Compare the job index with the jobs in every file; with `repair`, fix it.
 
-        Safe to run while others write: a job recorded meanwhile is indexed by its writer
-        (the file commits first), so at worst it is reported as missing and re-added.
+        Safe to run while others write: the index is read before the files, so a job
+        recorded meanwhile is at worst reported as missing and re-added, never dropped.
         """
         report = JobIndexReport()
+        # The index first, the files after: an entry is written only once its job's file has
+        # committed, so every job the index knows at this point is in the files we scan next.
+        with self._registry() as conn:
+            index = jobs.index_all(conn)
         found: dict[str, tuple[int | None, str, str]] = {}
         for plan_id in [None, *(pid for pid, _ in self.config.plan_files())]:
             try:
@@ -332,8 +336,6 @@ class JobsMixin:
                     report.duplicates.setdefault(job_id, [found[job_id][0]]).append(plan_id)
                     continue
                 found[job_id] = (plan_id, job_type, created)
-        with self._registry() as conn:
-            index = jobs.index_all(conn)
         puts, deletes = [], []
         for job_id, (plan_id, job_type, created) in found.items():
             entry = index.get(job_id)
@@ -355,9 +357,7 @@ class JobsMixin:
                 for args in puts:
                     jobs.index_put(conn, *args)
                 for job_id in deletes:
-                    # Re-checked inside the transaction: a writer may have indexed it anew.
-                    if job_id not in found:
-                        jobs.index_delete(conn, job_id)
+                    jobs.index_delete(conn, job_id)
             report.repaired = True
         return report
 

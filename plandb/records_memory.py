@@ -42,6 +42,7 @@ from .records_common import (
     record_id,
     str_list,
 )
+from .stores import cursor as cursors
 from .stores import memory
 from .timestamps import ago, now
 from .transaction import read, write
@@ -278,6 +279,24 @@ class MemoryMixin:
         return self._memory_call(sid, lambda conn, tx: memory.list_memories(
             conn, sid, memory_type=memory_type, related_task_id=related_task_id,
             importance=importance, limit=limit, offset=offset), writing=False, missing=[])
+
+    def list_memories_page(
+        self, session_id: str | None, *, limit: int = 100, cursor: str | None = None,
+        reverse: bool = False, memory_type: str | None = None,
+        related_task_id: int | None = None, importance: str | None = None,
+    ) -> tuple[list[Memory], str | None]:
+        """One page of memories in the order they were added (reverse=True: newest first) and
+        the next page's cursor (None at the end): every memory exactly once, even while others
+        are being added. Same cursor rules as `list_action_logs`."""
+        sid = self._sid(session_id)
+        opt_int(related_task_id, "related_task_id")
+        limit = limit_arg(limit)
+        reverse = bool(reverse)
+        after = None if cursor is None else cursors.decode(cursor, memory.PAGE_SCOPE, reverse)
+        return self._memory_call(sid, lambda conn, tx: memory.page_memories(
+            conn, sid, after=after, descending=reverse, limit=limit, memory_type=memory_type,
+            related_task_id=related_task_id, importance=importance), writing=False,
+            missing=([], None))
 
     def count_memories(self, session_id: str | None) -> int:
         sid = self._sid(session_id)

@@ -299,10 +299,42 @@ def test_cleanup_racing_writers_loses_nothing(repo, db_root):
     # empty and opening it; the writer then makes a new one. Nothing acknowledged is lost.)
 
 
-def test_concurrent_memory_writers_keep_the_index_whole(repo, config, db_root):
+def test_memory_pages_both_ways(repo):
+    ids = [repo.add_memory("p", content=f"m{i}", memory_type=("a", "b")[i % 2]).id
+           for i in range(9)]
+    def pages(**kw):
+        out, cursor = [], None
+        while True:
+            page, cursor = repo.list_memories_page("p", limit=2, cursor=cursor, **kw)
+            out.extend(m.id for m in page)
+            if cursor is None:
+                return out
+    assert pages() == ids
+    assert pages(reverse=True) == ids[::-1]
+    assert pages(memory_type="b") == ids[1::2]
+    assert repo.list_memories_page("nobody") == ([], None)
+    with pytest.raises(InvalidInput):
+        repo.list_memories_page("p", cursor="bogus")
+
+
+def test_concurrent_memory_writers_page_once_and_keep_the_index_whole(repo, config, db_root):
     procs = start_workers(db_root, "memory", "none", 20, 3)
     go(db_root)
+    seen, cursor = [], None
+    while any(p.poll() is None for p in procs):
+        page, nxt = repo.list_memories_page(None, limit=3, cursor=cursor)
+        if nxt is not None:  # a full page: keep it and move on
+            seen.extend(page)
+            cursor = nxt
+        # else: at the end for now; the same cursor is asked again once more arrived
     acked = {i for out in results(procs) for i in out}
+    while True:
+        page, nxt = repo.list_memories_page(None, limit=3, cursor=cursor)
+        seen.extend(page)
+        if nxt is None:
+            break
+        cursor = nxt
+    assert sorted(m.id for m in seen) == sorted(acked) and len(seen) == len(acked)
     assert {m.id for m in repo.list_memories(None, limit=1000)} == acked
     assert len(repo.search_memories(None, "note", limit=1000)) == 60
     hits = repo.search_memories_by_embedding(None, [19.0, 1.0, 0.5], model="test-model", k=3)

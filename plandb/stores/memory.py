@@ -26,6 +26,7 @@ import apsw
 from .. import jsonutil, schema
 from ..errors import InvalidInput
 from ..record_models import Memory, MemoryEmbedding, MemoryHit
+from . import cursor as cursors
 
 COLUMNS = ("id, memory_type, content, importance, keywords, tags, context, related_task_id, "
            "metadata, created_at, updated_at")
@@ -126,6 +127,25 @@ def list_memories(conn, session_id: str | None, *, memory_type, related_task_id,
     return [_memory(r, session_id) for r in conn.execute(sql, (*params, limit, offset))]
 
 
+PAGE_SCOPE = "memories"
+
+
+def page_memories(conn, session_id: str | None, *, after: int | None, descending: bool,
+                  limit: int, memory_type, related_task_id, importance
+                  ) -> tuple[list[Memory], str | None]:
+    """Keyset page on the append-only ``seq``: each memory once, even while others are added."""
+    where, params = _filters(memory_type, related_task_id, importance)
+    if after is not None:
+        where.insert(0, "seq < ?" if descending else "seq > ?")
+        params.insert(0, after)
+    sql = (f"SELECT seq, {COLUMNS} FROM memories"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + f" ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?")
+    rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+    rows, nxt = cursors.page(rows, limit, PAGE_SCOPE, descending)
+    return [_memory(r[1:], session_id) for r in rows], nxt
+
+
 def count(conn) -> int:
     return _one(conn, "SELECT count(*) FROM memories")[0]
 
@@ -173,12 +193,14 @@ def vector_array(vector: Any) -> array:
     if not 1 <= n <= MAX_DIMENSION:
         raise InvalidInput(f"vector has {n} values; it must have 1 to {MAX_DIMENSION}")
     try:
-        if any(isinstance(x, bool) for x in vector):
+        if bool in set(map(type, vector)):  # True would pass as 1.0: a caller's mistake
             raise TypeError
         arr = array("f", vector)
     except (TypeError, OverflowError):
         raise InvalidInput("vector must hold only real numbers within float32 range") from None
-    if not all(math.isfinite(x) for x in arr):
+    # One C-speed pass: a NaN or infinity anywhere makes the sum non-finite, and finite
+    # float32 values cannot add up to an overflow in a double.
+    if not math.isfinite(sum(arr)):
         raise InvalidInput("vector must hold only finite numbers (no NaN or infinity)")
     return arr
 
