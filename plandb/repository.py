@@ -488,6 +488,7 @@ class PlanRepository(RecordsMixin):
         if not isinstance(specs, list | tuple):
             raise InvalidInput("specs must be a list of dicts")
         out: list[PlanNode] = []
+        inserted = False
         with self._plan_write(plan_id) as store:
             for i, spec in enumerate(specs):
                 if not isinstance(spec, dict):
@@ -508,6 +509,10 @@ class PlanRepository(RecordsMixin):
                     out.append(store.create_task(**spec))
                 except TypeError as exc:
                     raise InvalidInput(f"spec {i}: {exc}") from None
+                inserted = inserted or spec.get("position") is not None or spec.get(
+                    "anchor_task_id") is not None
+            if inserted:  # a later insert shifted earlier siblings: report final positions
+                out = [store.node(n.id) for n in out]
         return out
 
     def get_node(self, plan_id: int, task_id: int) -> PlanNode:

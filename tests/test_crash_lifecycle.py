@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import apsw
 import pytest
 
 from plandb.maintenance.reconcile import reconcile
-from plandb.repository import PlanRepository
+from plandb.repository import PlanRepository, try_lock
 
 CHILD = Path(__file__).with_name("crash_child.py")
 KILLS = 300 if os.environ.get("PLANDB_STRESS") == "1" else 40
@@ -300,3 +301,144 @@ def test_registry_counts_behind_after_kill_are_recomputed(db_root: Path):
         reconcile(repo, repair=True)
         (summary,) = repo.list_plans()
         assert summary.task_count == 1 and summary.title == "t3"
+
+
+# --- states built by hand ----------------------------------------------------------------------
+
+
+def registry_sql(root: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = apsw.Connection(str(root / "main" / "plan_registry.db"))
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def tree_of_files(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file under root: (size, mtime_ns, bytes) by relative path."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def messy_root(root: Path) -> dict[str, int]:
+    """One of each problem reconcile knows, made with a closed repository (no -wal left)."""
+    with PlanRepository(root) as repo:
+        ids = {name: repo.create_plan(name, owner="o", metadata={"n": name}).id
+               for name in ("orphan", "deleting", "creating", "missing", "stale", "renamed")}
+        for name in ("orphan", "stale"):
+            repo.create_tasks(ids[name], [{"name": "a"}, {"name": "b"}])
+        repo.create_plan("fine")
+    registry_sql(root, "DELETE FROM plans WHERE id = ?", (ids["orphan"],))
+    registry_sql(root, "UPDATE plans SET state = 'deleting' WHERE id = ?", (ids["deleting"],))
+    registry_sql(root, "UPDATE plans SET state = 'creating' WHERE id = ?", (ids["creating"],))
+    registry_sql(root, "UPDATE plans SET task_count = 0 WHERE id = ?", (ids["stale"],))
+    registry_sql(root, "UPDATE plans SET title = 'old' WHERE id = ?", (ids["renamed"],))
+    (root / "plans" / f"plan_{ids['missing']}.sqlite").unlink()
+    (root / "plans" / "plan_90.sqlite").write_bytes(b"garbage" * 500)
+    (root / "temp" / "plan_91.building").write_bytes(b"half a file")
+    return ids
+
+
+def test_report_only_changes_nothing_and_repair_fixes_everything_it_can(db_root: Path):
+    ids = messy_root(db_root)
+    with PlanRepository(db_root) as repo:
+        before = tree_of_files(db_root)
+        report = reconcile(repo)
+        assert tree_of_files(db_root) == before  # not a byte, not an mtime
+        found = sorted((p.kind, p.plan_id) for p in report.problems)
+        assert found == sorted([
+            ("orphan_file", ids["orphan"]), ("deleting_row", ids["deleting"]),
+            ("creating_row", ids["creating"]), ("missing_file", ids["missing"]),
+            ("stale_counts", ids["stale"]), ("registry_meta_mismatch", ids["renamed"]),
+            ("unreadable_file", 90), ("stale_building_file", 91)])
+        assert not report.ok and not any(p.repaired for p in report.problems)
+        assert report.to_dict()["problems"][0].keys() == {
+            "kind", "plan_id", "path", "detail", "repaired"}
+
+        fixed = reconcile(repo, repair=True)
+        assert sorted((p.kind, p.plan_id) for p in fixed.problems) == found
+        assert {p.kind for p in fixed.unrepaired} == {"missing_file", "unreadable_file"}
+        assert not fixed.ok
+        again = reconcile(repo)
+        assert {p.kind for p in again.problems} == {"missing_file", "unreadable_file"}
+
+        summaries = {s.id: s for s in repo.list_plans()}
+        orphan = summaries[ids["orphan"]]
+        assert (orphan.title, orphan.owner, orphan.metadata, orphan.task_count) == (
+            "orphan", "o", {"n": "orphan"}, 2)
+        assert summaries[ids["creating"]].title == "creating"  # its file was complete
+        assert ids["deleting"] not in summaries
+        assert not repo.config.plan_db_path(ids["deleting"]).exists()
+        assert summaries[ids["stale"]].task_count == 2
+        assert summaries[ids["renamed"]].title == "renamed"
+        assert ids["missing"] in summaries  # the row is kept (and still listed)
+        assert registry_sql(db_root, "SELECT state FROM plans WHERE id = ?",
+                            (ids["missing"],)) == [("ready",)]
+    assert (db_root / "plans" / "plan_90.sqlite").read_bytes() == b"garbage" * 500
+    assert list((db_root / "temp").iterdir()) == []
+
+
+def test_reconcile_without_a_registry_creates_none(db_root: Path):
+    with PlanRepository(db_root) as repo:
+        pid = repo.create_plan("p").id
+    for p in (db_root / "main").iterdir():
+        p.unlink()
+    with PlanRepository(db_root) as repo:
+        report = reconcile(repo)
+        assert [(p.kind, p.plan_id) for p in report.problems] == [("orphan_file", pid)]
+        assert list((db_root / "main").iterdir()) == []
+        reconcile(repo, repair=True)
+        assert [s.title for s in repo.list_plans()] == ["p"]
+        assert repo.create_plan("next").id == pid + 1
+
+
+def test_a_plan_file_claiming_another_id_is_reported_not_registered(db_root: Path):
+    with PlanRepository(db_root) as repo:
+        pid = repo.create_plan("p").id
+    shutil.copy(db_root / "plans" / f"plan_{pid}.sqlite", db_root / "plans" / "plan_40.sqlite")
+    with PlanRepository(db_root) as repo:
+        report = reconcile(repo, repair=True)
+        assert [(p.kind, p.plan_id, p.repaired) for p in report.problems] == [
+            ("misplaced_file", 40, False)]
+        assert [s.id for s in repo.list_plans()] == [pid]
+    assert (db_root / "plans" / "plan_40.sqlite").exists()
+
+
+def test_a_create_plan_in_progress_is_left_alone(db_root: Path):
+    """The creation lock tells a live create_plan (lock held) from a dead one (lock free)."""
+    with PlanRepository(db_root) as repo:
+        repo.create_plan("first")
+        registry_sql(db_root, "INSERT INTO plans (id, title, plan_file, state, created_at, "
+                     "updated_at) VALUES (2, 'busy', 'plans/plan_2.sqlite', 'creating', 'x', 'x')")
+        building = repo._building_path(2)
+        building.write_bytes(b"being written")
+        held = try_lock(repo._creation_lock_path(2))
+        assert held is not None
+        try:
+            assert reconcile(repo).problems == []
+            assert reconcile(repo, repair=True).problems == []
+            assert building.exists()
+            assert registry_sql(db_root, "SELECT state FROM plans WHERE id = 2") == [
+                ("creating",)]
+        finally:
+            os.close(held)  # as if the creator died
+        report = reconcile(repo, repair=True)
+        assert [(p.kind, p.plan_id, p.repaired) for p in report.problems] == [
+            ("creating_row", 2, True)]
+        assert registry_sql(db_root, "SELECT id FROM plans") == [(1,)]
+        assert list((db_root / "temp").iterdir()) == []
+
+
+def test_templates_of_dead_processes_are_removed(db_root: Path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    temp = db_root / "temp"
+    with PlanRepository(db_root) as repo:
+        for pid in (dead.pid, os.getpid()):
+            (temp / f"template-{pid}-7.sqlite").write_bytes(b"x")
+            (temp / f"template-{pid}-7.sqlite.lock").write_bytes(b"")
+        report = reconcile(repo, repair=True)
+        assert [(p.kind, p.repaired) for p in report.problems] == [("stale_building_file", True)]
+        assert str(dead.pid) in report.problems[0].detail
+    assert sorted(p.name for p in temp.iterdir()) == [
+        f"template-{os.getpid()}-7.sqlite", f"template-{os.getpid()}-7.sqlite.lock"]

@@ -167,6 +167,16 @@ def test_create_bulk_is_all_or_nothing(repo, plan_id, specs):
     assert repo.get_plan_tree(plan_id) == before
 
 
+def test_bulk_returns_final_positions_when_later_specs_insert_before_earlier_ones(
+        repo, plan_id):
+    nodes = repo.create_tasks(plan_id, [
+        {"name": "a"}, {"name": "b"}, {"name": "front", "position": 0},
+        {"name": "mid", "anchor_task_id": None}, {"name": "x", "position": 1}])
+    stored = [repo.get_node(plan_id, n.id) for n in nodes]
+    assert nodes == stored
+    assert names(repo, plan_id) == ["front", "x", "a", "b", "mid"]
+
+
 def test_append_rank_is_right_after_a_rolled_back_bulk(repo, plan_id):
     """Regression: appends inside a bulk that rolled back stayed in the per-connection
     sibling cache, so the next append reported a position past the real end."""
@@ -235,7 +245,7 @@ def test_to_outline_limits_depth_and_count(repo, plan_id):
         parent = repo.create_task(plan_id, name=f"d{depth}", parent_id=parent.id)
     outline = repo.get_plan_tree(plan_id).to_outline(max_depth=2)
     assert outline.splitlines() == [
-        "Plan #%d: tree ops" % plan_id,
+        f"Plan #{plan_id}: tree ops",
         f"- [done] top (#{top.id})",
         f"  - [pending] d1 (#{top.id + 1})",
         "... 4 more tasks not shown",

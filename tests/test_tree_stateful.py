@@ -147,6 +147,35 @@ class TreeMachine(RuleBasedStateMachine):
         assert node.dependencies == sorted(set(deps))
 
     @rule(data=st.data())
+    def create_bulk(self, data) -> None:
+        m = self.model
+        parent = self.pick(data, allow_none=True)
+        specs: list[dict] = []
+        parents: list[int | None] = []
+        for i in range(data.draw(st.integers(1, 4))):
+            if i and data.draw(st.booleans()):
+                j = data.draw(st.integers(0, i - 1))
+                specs.append({"name": f"b{m.last_id + i + 1}", "parent_index": j})
+                parents.append(m.last_id + j + 1)
+            else:
+                specs.append({"name": f"b{m.last_id + i + 1}", "parent_id": parent})
+                parents.append(parent)
+        nodes = self.repo.create_tasks(self.plan, specs)
+        for spec, node, parent_id in zip(specs, nodes, parents, strict=True):
+            m.last_id += 1
+            assert node.id == m.last_id
+            m.parent[node.id] = parent_id
+            m.siblings(parent_id).append(node.id)
+            m.deps[node.id] = set()
+            m.name[node.id] = spec["name"]
+            m.status[node.id] = "pending"
+
+    @rule()
+    def upsert_unchanged(self) -> None:
+        """Replacing the tree with itself keeps ids, order, paths and edges."""
+        self.repo.upsert_plan_tree(self.repo.get_plan_tree(self.plan))
+
+    @rule(data=st.data())
     def update(self, data) -> None:
         m = self.model
         tid = self.pick(data)
@@ -268,8 +297,8 @@ class TreeMachine(RuleBasedStateMachine):
 def test_random_tree_operations_match_the_model(tmp_path: Path):
     TreeMachine.root_dir = tmp_path / "db"
     run_state_machine_as_test(TreeMachine, settings=settings(
-        max_examples=400 if STRESS else 40,
-        stateful_step_count=60 if STRESS else 35,
+        max_examples=400 if STRESS else 60,
+        stateful_step_count=60 if STRESS else 40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
