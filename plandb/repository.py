@@ -17,7 +17,9 @@ caches                              cache/<name>_cache.db
 Crash-safe order of the multi-file steps (`plandb doctor` = `reconcile` repairs any cut):
 
 create_plan
-  1. registry: row ``state='creating'`` with a fresh id (never one a file on disk uses)
+  1. registry: row ``state='creating'`` with a fresh id (never one a file on disk uses); before
+     it commits, an flock on temp/plan_<id>.lock is taken and held until step 4 is done, so
+     reconcile tells a creation still running (lock held: left alone) from a dead one
   2. temp/plan_<id>.building: template bytes written, plan_meta filled in, closed, fsynced
   3. rename into plans/plan_<id>.sqlite, fsync the folder
   4. registry: ``state='ready'``; only now does create_plan return.
@@ -27,12 +29,16 @@ create_plan
 delete_plan
   1. registry: ``state='deleting'``  2. remove the file with -wal/-shm  3. delete the row.
   Reconcile: 'deleting' -> finish both steps.
+update_plan
+  1. the plan file's plan_meta  2. the registry row. Reconcile copies plan_meta into the row.
 
 Task writes keep the registry's ``task_count``/``updated_at`` in step without a registry commit
-per write: each plan commit marks the plan dirty (after commit), and dirty plans are flushed in
-one registry transaction at the next list/summary call, on `flush()`/`close()`, or once
-`registry_sync_interval` seconds have passed. Other processes see those two fields at most that
-late; after a crash, reconcile recomputes them from the plan files.
+per write: each plan commit stamps plan_meta ``updated_at`` and marks the plan dirty (after
+commit), and dirty plans are flushed in one registry transaction at the next list/summary call,
+on `flush()`/`close()`, or once `registry_sync_interval` seconds have passed. Other processes
+see those two fields at most that late; after a crash, reconcile recomputes them from the plan
+files. Crash tests stop the process between any two steps with ``PLANDB_CRASH_AT=<step>``
+(see `_crash_point`).
 """
 
 from __future__ import annotations
