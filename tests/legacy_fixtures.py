@@ -34,6 +34,7 @@ SECRET = "sk-legacyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"  # an OpenAI-shaped fake ke
 
 def _connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA synchronous=OFF")  # test data: no fsync needed, only the bytes
     return con
 
 
@@ -577,6 +578,7 @@ ROOT_PLANS = [
 ]
 ROOT_SEQUENCE = 12  # plans 10..12 were created and deleted by the old code
 ORPHAN_PLAN_ID = 7
+CORRUPT_ORPHAN_ID = 40
 
 # Per plan file: tasks (id, name, status, instruction, parent_id, position, path, depth)
 ROOT_TASKS = {
@@ -714,8 +716,10 @@ def build_old_root(root: Path) -> dict:
     _plain(plans / "plan_2.sqlite", v1)
     _plain(plans / "plan_3.sqlite", lambda c: _plan_file(
         c, 3, PLAN_V0, {"plan_id": "3", "title": ROOT_PLANS[2][1]}, full=False))
-    # plan 4: registry row, no file. plan 5: registry row, garbage file.
+    # plan 4: registry row, no file. plan 5: registry row, garbage file. plan 40: garbage
+    # file and no row (its id must never be handed out again either).
     garbage(plans / "plan_5.sqlite")
+    garbage(plans / f"plan_{CORRUPT_ORPHAN_ID}.sqlite")
     # plan 7: file, no registry row (an orphan), its title only in its own plan_meta
     _plain(plans / f"plan_{ORPHAN_PLAN_ID}.sqlite", v2(ORPHAN_PLAN_ID, "Orphan plan sentinel"))
 
@@ -772,6 +776,7 @@ def build_old_root(root: Path) -> dict:
         "orphan": ORPHAN_PLAN_ID,
         "missing": 4,
         "garbage": 5,
+        "corrupt_orphan": CORRUPT_ORPHAN_ID,
         "tasks": {pid: ROOT_TASKS[pid] + ROOT_WAL_TASKS.get(pid, []) for pid in ROOT_TASKS},
         "deps": {pid: ROOT_DEPS[pid] + ROOT_WAL_DEPS.get(pid, []) for pid in ROOT_DEPS},
         "secret": SECRET,
@@ -857,9 +862,16 @@ def dump_root(root: Path) -> dict:
         if m and "legacy" in m:
             m = {**m, "legacy": {k: v for k, v in m["legacy"].items() if k != "source_path"}}
         file = root / "plans" / f"plan_{pid}.sqlite"
+        body = dump_plan(file) if file.exists() else None
+        if body is not None and key.startswith("import:"):
+            # A new id and creation time each run: not part of what must arrive.
+            for k in ("plan_id", "created_at"):
+                body["meta"].pop(k, None)
+            body["meta"]["metadata"]["legacy"].pop("source_path", None)
+            for t in body["tasks"].values():
+                t.pop("created_at")
         plans[key] = {"title": title, "owner": owner, "description": desc, "metadata": m,
-                      "state": state, "task_count": count,
-                      "file": dump_plan(file) if file.exists() else None}
+                      "state": state, "task_count": count, "file": body}
     sessions = {}
     for row in _all(reg, "SELECT id, name, plan_id, metadata, is_active FROM chat_sessions"):
         sessions[row[0]] = {"name": row[1], "plan": keys.get(row[2], row[2]),

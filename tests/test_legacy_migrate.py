@@ -132,9 +132,10 @@ def test_every_file_is_private(migrated):
 def test_every_old_plan_becomes_a_plan_with_a_new_id(migrated, repo):
     plans = imported(repo)
     assert sorted(plans) == [p[0] for p in migrated["flat_expect"]["plans"]]
-    taken = {1, 2, 3, 4, 5, 7, 9, 10, 11, 12}  # old root rows, files, and its sequence
+    taken = {1, 2, 3, 4, 5, 7, 9, 10, 11, 12, 40}  # old rows, files, its sequence
     for old_id, row in zip(sorted(plans), migrated["flat_expect"]["plans"], strict=True):
         tree = plans[old_id]
+        assert tree.id > lf.CORRUPT_ORPHAN_ID  # ids are reserved before anything is imported
         assert tree.id not in taken
         assert tree.title == row[1] and tree.description == row[2]
         legacy = tree.metadata["legacy"]
@@ -362,7 +363,7 @@ def test_session_memories_arrive_under_safe_names(migrated, repo):
 def test_no_new_plan_takes_an_id_a_file_ever_used(migrated, repo):
     top = max(s.id for s in repo.list_plans())
     plan = repo.create_plan("after the migration")
-    assert plan.id > max(top, lf.ROOT_SEQUENCE)
+    assert plan.id > max(top, lf.ROOT_SEQUENCE, lf.CORRUPT_ORPHAN_ID)
     repo.delete_plan(plan.id)
 
 
@@ -377,7 +378,7 @@ def test_every_broken_case_is_reported(migrated, repo):
     assert repo.get_plan_summary(4).title == "Plan whose file is missing"  # row kept
     assert [p.data["plan_id"] for p in codes["orphan_plan_file"]] == [lf.ORPHAN_PLAN_ID]
     unreadable = {Path(p.path).name for p in codes["unreadable_file"]}
-    assert unreadable == {"plan_5.sqlite", "notes.db"}
+    assert unreadable == {"plan_5.sqlite", f"plan_{lf.CORRUPT_ORPHAN_ID}.sqlite", "notes.db"}
     assert not (root / "plans" / "plan_5.sqlite").exists()
     quarantined = sorted((root / "backups" / "quarantine").iterdir())
     assert any(q.name.endswith("plans__plan_5.sqlite") and (q / "plan_5.sqlite").exists()

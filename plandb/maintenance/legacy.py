@@ -27,7 +27,7 @@ How a run goes:
    it; the report names every copy. Identical content already copied by an earlier run is not
    copied again.
 3. **Execute** the steps in order: root files first (quarantine, renames, schema adoption,
-   plan_meta, reconcile, job index), then the flat imports, then id reservation and, with
+   plan_meta, reconcile, job index, id reservation), then the flat imports and, with
    ``redact=True``, re-scrubbing legacy log payloads. A step that fails is reported and the rest
    go on; the next run retries it.
 
@@ -70,8 +70,8 @@ class Run:
             db_root=str(config.root), legacy_dir=None if legacy_dir is None else str(legacy_dir),
             dry_run=dry_run, redact=redact, started_at=self.stamp)
         self.reader = Reader(config.busy_timeout_ms)
-        self.backups = None if dry_run else Backups(config.root, self.reader, self.report,
-                                                    self.stamp)
+        # In a dry run only its ledger is read (what earlier runs copied); nothing is taken.
+        self.backups = Backups(config.root, self.reader, self.report, self.stamp)
         self._steps: list[tuple[Step, Callable[[], Any], tuple[Step, ...]]] = []
         self._repo = None
         self.memo: dict[Any, Any] = {}  # data loaded once per run (e.g. an old store)
@@ -197,14 +197,15 @@ def migrate_existing_databases(
         if not dry_run:
             lock = _lock(config.root / "backups" / "legacy")
         root_plan = plan_root(run)
+        # Before any import creates a plan: no new plan may take an id a file (or a
+        # quarantined file) already uses.
+        plan_reserve_ids(run, root_plan)
         if _inside(flat, config.root):
             run.report.problem("legacy_dir_inside_root", str(flat),
                                "the legacy directory is DB_ROOT or inside it; flat import "
                                "skipped (pass --legacy-dir)")
-            flat_ids = 0
         else:
-            flat_ids = plan_flat(run, root_plan)
-        plan_reserve_ids(run, root_plan, flat_ids)
+            plan_flat(run, root_plan)
         if redact:
             plan_redact(run, root_plan)
         if not dry_run:

@@ -36,11 +36,11 @@ import apsw
 
 from .. import jsonutil
 from ..config import FILE_MODE, ensure_private_dir
-from ..errors import PlanDBError, StorageError, translate
+from ..errors import NeedsRecovery, PlanDBError, StorageError, translate
 from ..schema import backup_file
 from ..timestamps import now
 from .legacy_report import Backup, MigrationReport
-from .scan import NeedsRecovery, read_snapshot
+from .scan import read_snapshot
 
 T = TypeVar("T")
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
@@ -94,18 +94,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to a temp file, fsync, rename over `path`, fsync the folder."""
+def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
+    """Write JSON to a temp file and rename it over `path` (a reader sees the old or the new
+    document, never half of one). ``durable``: fsync the file and the folder too."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = (jsonutil.dumps(value) or "null").encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path, default: Any) -> Any:
@@ -227,14 +230,19 @@ class Backups:
         b = Backup(str(source), self.rel(dest), dest.stat().st_size, file_sha256(dest))
         self.ledger["copies"][fp] = {"source": str(source), "copy": b.copy, "bytes": b.bytes,
                                      "sha256": b.sha256, "taken_at": now()}
-        write_json_atomic(self.ledger_path, self.ledger)
+        self._save()
         self.report.backups.append(b)
         return b
+
+    def _save(self) -> None:
+        # Not fsynced: after a power cut a lost entry only means that content is copied
+        # again next run (the copy itself is a durable SQLite file).
+        write_json_atomic(self.ledger_path, self.ledger, durable=False)
 
     def note(self, key: str, value: Any) -> None:
         """Record something in the ledger (e.g. which legacy file was kept where)."""
         self.ledger.setdefault("notes", {})[key] = value
-        write_json_atomic(self.ledger_path, self.ledger)
+        self._save()
 
 
 def _self_contained(path: Path) -> None:

@@ -275,14 +275,13 @@ def plan_flat(run: Run, root_plan: RootPlan) -> int:
     if not files:
         return 0
     imported, sessions = _registry_state(run)
-    ledger = run.backups.ledger if run.backups else None
     n_imports = 0
     cache_files = []
     for f in files:
         src = f.path.name
         if f.shape == "corrupt":
             fp = fingerprint(f.path)
-            kept = _ledger_copy(ledger, fp)
+            kept = _kept(run, fp)
             report.problem("unreadable_file", str(f.path),
                            f"unreadable ({f.error}); copied to "
                            f"{kept or 'backups/quarantine/'}, the original left in place")
@@ -297,13 +296,13 @@ def plan_flat(run: Run, root_plan: RootPlan) -> int:
                            "a DB_ROOT, or run `plandb migrate` there)")
             continue
         fp = fingerprint(f.path)
-        known = _ledger_copy(ledger, fp) if ledger is not None else None
+        known = _kept(run, fp)
         backup = None
         if known is None:
             backup = run.add("backup", str(f.path), "consistent copy (WAL content included) "
                              "before anything reads it for import", _backup_fn(run, f, fp))
-        kept_in = known or (run.rel(run.backups.run_dir / "flat" / src) if run.backups
-                            else f"backups/legacy/<run>/flat/{src}")
+        kept_in = known or (f"backups/legacy/<run>/flat/{src}" if run.dry_run
+                            else run.rel(run.backups.run_dir / "flat" / src))
         if f.shape == "other":
             for table, t in sorted(f.facts.tables.items()):
                 report.leftover(src, "table", table, t.rows, kept_in)
@@ -362,10 +361,9 @@ def plan_flat(run: Run, root_plan: RootPlan) -> int:
     return n_imports
 
 
-def _ledger_copy(ledger: dict | None, fp: str) -> str | None:
-    if ledger is None:
-        return None
-    entry = ledger.get("copies", {}).get(fp)
+def _kept(run: Run, fp: str) -> str | None:
+    """Where an earlier run copied this exact content, if that copy is still there."""
+    entry = run.backups.known(fp)
     return entry["copy"] if entry else None
 
 
@@ -384,8 +382,7 @@ def _quarantine_copy_fn(run: Run, f: FlatFile, fp: str):
         run.backups.ledger["copies"][fp] = {"source": str(f.path), "copy": rel, "bytes": 0,
                                             "sha256": "", "taken_at": now(),
                                             "quarantine": True}
-        from .legacy_files import write_json_atomic
-        write_json_atomic(run.backups.ledger_path, run.backups.ledger)
+        run.backups._save()
         return {"copied_to": rel}
     return go
 

@@ -249,6 +249,7 @@ class RootPlan:
     quarantined_ids: set[int]
     sequence: int
     convert_steps: dict[str, Any] = field(default_factory=dict)  # rel path -> convert_cache
+    adopt_steps: dict[str, Any] = field(default_factory=dict)    # rel path -> adopt/upgrade
 
     def max_plan_id(self) -> int:
         ids = set(self.rows) | set(self.plan_files) | self.quarantined_ids
@@ -325,8 +326,9 @@ def plan_root(run: Run) -> RootPlan:
             what = ("adopt legacy file (schema_version "
                     f"{f.facts.meta_version or 'none'}): rebuild tables, rows copied by column"
                     if f.status == "adopt" else f"upgrade from v{f.facts.state().version()}")
-            run.add(f.status, run.rel(path), what, _adopt_fn(run, f, path), needs=(backup,),
-                    rows={t: v.rows for t, v in f.facts.tables.items()})
+            plan.adopt_steps[f.rel] = run.add(
+                f.status, run.rel(path), what, _adopt_fn(run, f, path), needs=(backup,),
+                rows={t: v.rows for t, v in f.facts.tables.items()})
         migrated.append(f)
     for pid, row in sorted(rows.items()):
         f = plan_files.get(pid)
@@ -399,9 +401,11 @@ def _plan_fill_meta(run: Run, plan: RootPlan) -> None:
         adopted_before = "adopted_from_version" in meta and "legacy_meta_filled" not in meta \
             and any(row.get(k) is not None and meta.get(k) != row.get(k) for k in META_FROM_ROW)
         if adopted_now or adopted_before:
+            needs = tuple(s for s in (plan.adopt_steps.get(f.rel),
+                                      plan.adopt_steps.get("main/plan_registry.db")) if s)
             run.add("fill_plan_meta", f.rel, "copy title/owner/description/metadata from the "
                     "registry row into the file's plan_meta (the file becomes the truth)",
-                    _fill_meta_fn(run, pid, f.path))
+                    _fill_meta_fn(run, pid, f.path), needs=needs)
 
 
 def _plan_reconcile(run: Run, plan: RootPlan, migrated: list[RootFile]) -> None:
@@ -441,7 +445,7 @@ def _plan_job_index(run: Run, plan: RootPlan) -> None:
                 _index_jobs_fn(run, missing), jobs=[m[0] for m in missing])
 
 
-def plan_reserve_ids(run: Run, plan: RootPlan, extra_ids: int = 0) -> None:
+def plan_reserve_ids(run: Run, plan: RootPlan) -> None:
     """Raise the registry's plan id sequence above every id a file or row ever used."""
     top = plan.max_plan_id()
     if top > plan.sequence:
@@ -491,6 +495,7 @@ def _fold_wal(run: Run, path: Path) -> None:
         if p.exists() and p.stat().st_size > 0:
             raise StorageError(f"{p} is still there after a clean close; another process has "
                                "the database open. Stop it and run again.")
+        p.unlink(missing_ok=True)  # empty: holds no transaction
 
 
 def _rename_fn(run: Run, f: RootFile):
