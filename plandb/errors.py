@@ -27,6 +27,15 @@ class InvalidInput(PlanDBError, ValueError):
     """An argument has the wrong type, shape or range; nothing was written."""
 
     code = "invalid_input"
+    MAX_MESSAGE = 600
+
+    def __init__(self, message: object = "", *args: object):
+        # A message that echoes a huge argument back (a 10 kB id, a 50 MB string) is not a
+        # clear message: keep its start (what was wrong) and its end, drop the middle.
+        if isinstance(message, str) and len(message) > self.MAX_MESSAGE:
+            message = (f"{message[:450]} ...[{len(message) - 550} characters cut]... "
+                       f"{message[-100:]}")
+        super().__init__(message, *args)
 
 
 class InvalidId(InvalidInput):

@@ -53,4 +53,16 @@ def clean_name(value: Any, what: str = "name", max_len: int = 10_000) -> str:
         raise InvalidInput(f"{what} is {len(value)} characters; the limit is {max_len}")
     if "\x00" in value:
         raise InvalidInput(f"{what} must not contain NUL characters")
+    return check_unicode(value, what)
+
+
+def check_unicode(value: str, what: str = "text") -> str:
+    """Refuse text SQLite cannot store: a lone surrogate (e.g. from a surrogateescape'd path)
+    does not encode to UTF-8, and binding it would fail with a UnicodeEncodeError."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{what} is not valid Unicode text (a lone surrogate at index "
+                               f"{exc.start}); decode it properly first") from None
     return value

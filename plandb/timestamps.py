@@ -42,7 +42,10 @@ def normalize(value: str | datetime | float | int | None) -> str | None:
     if isinstance(value, datetime):
         return format_dt(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return format_dt(datetime.fromtimestamp(float(value), UTC))
+        try:
+            return format_dt(datetime.fromtimestamp(float(value), UTC))
+        except (ValueError, OverflowError, OSError):  # NaN, or beyond the years 1..9999
+            raise InvalidInput(f"epoch seconds {value!r:.40} are out of range") from None
     if isinstance(value, str):
         m = _LEGACY.match(value.strip())
         if m:

@@ -183,6 +183,12 @@ def _schema_status(state: schema.FileState, f: DbFile, problems: list[Problem]):
         problems.append(Problem("unexpected_file", f.rel,
                                 f"a {kind} database at a place the layout does not name"))
     latest = schema.latest_version(kind)
+    if state.is_empty and f.expected_kind == "plan":
+        # Plan files are built whole and renamed into place: an empty one was truncated and
+        # its data is gone (the repository refuses to open it too).
+        problems.append(Problem("corrupt", f.rel, "an empty plan file (0 bytes): its data "
+                                "is gone; restore it from a backup", f.plan_id))
+        return kind, None, latest, "unknown", False
     try:
         action = schema.classify(state, kind, f.path)
     except SchemaTooNew as exc:

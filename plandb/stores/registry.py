@@ -13,6 +13,7 @@ import apsw
 from .. import jsonutil
 from ..errors import InvalidInput, PlanNotFound
 from ..models import PlanSummary
+from ..payload import check_unicode
 
 _COLS = "id, title, description, metadata, task_count, updated_at, created_at, owner, state"
 
@@ -65,9 +66,16 @@ def get_summary(conn, plan_id: int, *, any_state: bool = False) -> PlanSummary:
 
 def list_plans(conn, owner: str | None, limit: int | None, offset: int) -> list[PlanSummary]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidInput(f"limit must be a non-negative integer or None, got {limit!r}")
+        raise InvalidInput(f"limit must be a non-negative integer or None, got {limit!r:.80}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidInput(f"offset must be a non-negative integer, got {offset!r}")
+        raise InvalidInput(f"offset must be a non-negative integer, got {offset!r:.80}")
+    if owner is not None:
+        if not isinstance(owner, str):
+            raise InvalidInput(f"owner must be a string or None, got {type(owner).__name__}")
+        check_unicode(owner, "owner")
+    # Beyond SQLite's 64-bit integers a limit means "all" and an offset "past the end".
+    limit = None if limit is not None and limit >= 2**63 else limit
+    offset = min(offset, 2**63 - 1)
     lim = -1 if limit is None else limit
     if owner is None:
         sql = (f"SELECT {_COLS} FROM plans WHERE state = 'ready' "
