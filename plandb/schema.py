@@ -355,6 +355,7 @@ def _columns(conn: apsw.Connection, table: str) -> list[tuple[str, str, bool, ob
     ]
 
 
+_EPOCH = re.compile(r"\d{9,10}(\.\d+)?|\d{12,13}")  # seconds, or milliseconds, since 1970
 _STORED_GLOB = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].*Z'"
 
 
@@ -365,6 +366,10 @@ def _legacy_ts(value):
 
     if value is None or isinstance(value, bytes):
         return value
+    if isinstance(value, str) and _EPOCH.fullmatch(value):
+        # Epoch numbers arrive as digit strings: the TEXT column converted them on copy.
+        seconds = float(value)
+        value = seconds / 1000 if len(value.split(".")[0]) >= 12 else seconds
     try:
         return normalize(value)
     except (PlanDBError, ValueError, OverflowError, OSError):

@@ -91,3 +91,11 @@ def test_wal_without_shm_is_read_from_a_scratch_copy(legacy):
     with PlanRepository(DatabaseConfig(root, create=False)) as repo:
         titles = {s.title for s in repo.list_plans()}
     assert "WAL-only plan" in titles
+
+
+def test_database_config_entry_point_is_the_same_migration(legacy):
+    root, flat = legacy / "root", legacy / "flat"
+    via_function = migrate_existing_databases(root, legacy_dir=flat, dry_run=True)
+    via_config = DatabaseConfig(root, create=False).migrate_existing_databases(
+        legacy_dir=flat, dry_run=True)
+    assert plan_of(via_config) == plan_of(via_function) != []

@@ -239,11 +239,6 @@ class Backups:
         # again next run (the copy itself is a durable SQLite file).
         write_json_atomic(self.ledger_path, self.ledger, durable=False)
 
-    def note(self, key: str, value: Any) -> None:
-        """Record something in the ledger (e.g. which legacy file was kept where)."""
-        self.ledger.setdefault("notes", {})[key] = value
-        self._save()
-
 
 def _self_contained(path: Path) -> None:
     """Make a backup copy one file: out of WAL mode, every page in the main file, checked."""

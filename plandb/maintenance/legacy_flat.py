@@ -271,6 +271,10 @@ def plan_flat(run: Run, root_plan: RootPlan) -> int:
     from .legacy_cache import plan_flat_caches
 
     report = run.report
+    if not run.legacy_dir.is_dir():
+        report.problem("legacy_dir_missing", str(run.legacy_dir),
+                       "the legacy directory does not exist; nothing imported from it")
+        return 0
     files = survey_flat(run)
     if not files:
         return 0
@@ -660,8 +664,9 @@ def _import_chat_fn(run: Run, f: FlatFile, backup_step, kind: str, key: Any, ref
         if kind == "plan_chat":
             legacy["old_plan_id"] = key
             plan = store.plans.get(key)
-            name = f"Legacy chat: {plan.get('title')}" if plan else \
-                f"Legacy chat of plan {key} (plan no longer exists)"
+            name = (f"Legacy chat: {plan.get('title')}" if plan else
+                    "Legacy chat (no plan)" if key is None else
+                    f"Legacy chat of plan {key} (plan no longer exists)")
         elif kind == "conversation":
             conv = store.conversations[key]
             legacy.update(old_conversation_id=key, old_plan_id=conv.get("plan_id"),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from .. import jsonutil, schema
-from ..config import check_plan_id, make_private, safe_name
+from ..config import check_plan_id, make_private
 from ..connection import configure_connection, open_connection
 from ..errors import (
     CorruptDatabase,
@@ -696,7 +696,3 @@ def _convert_cache_fn(run: Run, f: RootFile, backup):
 
         return convert_root_cache(run, f.path, run.config.root / backup.data["copy"])
     return go
-
-
-def session_name_ok(session_id: str) -> bool:
-    return safe_name(session_id) == session_id
