@@ -148,6 +148,7 @@ class PlanRepository(RecordsMixin):
         self._last_flush = time.monotonic()
         self._template: bytes | None = None
         self._template_lock = threading.Lock()
+        self._plan_paths: dict[int, Path] = {}  # plan id -> file path (pathlib is slow per call)
         self._backups = config.folder("backups")
         self._init_records()
 
@@ -200,10 +201,20 @@ class PlanRepository(RecordsMixin):
     def _registry(self):
         return self._open(self.config.main_db_path, "registry")
 
+    def _plan_path(self, plan_id: int) -> Path:
+        """`config.plan_db_path`, memoised: building a Path costs more than a small write."""
+        path = self._plan_paths.get(plan_id) if type(plan_id) is int else None
+        if path is None:
+            path = self.config.plan_db_path(plan_id)  # validates the id
+            if len(self._plan_paths) >= 4096:
+                self._plan_paths.clear()
+            self._plan_paths[plan_id] = path
+        return path
+
     @contextmanager
     def _plan(self, plan_id: int) -> Iterator[PlanStore]:
         """A PlanStore on the plan's file; PlanNotFound if the file does not exist."""
-        path = self.config.plan_db_path(plan_id)
+        path = self._plan_path(plan_id)
         for _attempt in range(3):
             try:
                 with self._handle(path, "plan", create=False) as handle:
@@ -232,10 +243,10 @@ class PlanRepository(RecordsMixin):
     def _plan_write(self, plan_id: int) -> Iterator[PlanStore]:
         """A write transaction on the plan's file that marks the plan dirty after commit."""
         with self._plan(plan_id) as store:
-            path = self.config.plan_db_path(plan_id)
+            path = self._plan_path(plan_id)
             try:
                 with write(store.conn, path, retries=self.config.write_retries) as tx:
-                    stamp = now()
+                    stamp = store.stamp = now()  # one timestamp for every row this call writes
                     # plan_meta.updated_at lets reconcile recompute the registry's after a crash.
                     store.touch(stamp)
                     tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
@@ -542,8 +553,7 @@ class PlanRepository(RecordsMixin):
             "execution_result": execution_result,
         }
         with self._plan_write(plan_id) as store:
-            store.update_task(task_id, fields)
-            return store.node(task_id)
+            return store.update_task(task_id, fields)
 
     def delete_task(self, plan_id: int, task_id: int) -> int:
         """Delete a task with its whole subtree and their dependency edges; returns the count."""

@@ -85,7 +85,7 @@ class SiblingCache:
 class PlanStore:
     """Tree operations on one open plan file. Cheap to construct; holds no state of its own."""
 
-    __slots__ = ("conn", "plan_id", "payloads", "siblings")
+    __slots__ = ("conn", "plan_id", "payloads", "siblings", "stamp")
 
     def __init__(self, conn: apsw.Connection, plan_id: int, payloads: Payloads,
                  siblings: SiblingCache | None = None):
@@ -93,6 +93,9 @@ class PlanStore:
         self.plan_id = plan_id
         self.payloads = payloads
         self.siblings = siblings if siblings is not None else SiblingCache()
+        # The enclosing write's timestamp (set by the repository): rows written in one
+        # transaction share it, and now() is not paid per row.
+        self.stamp: str | None = None
 
     # --- small reads -----------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class PlanStore:
 
     def _deps(self, task_id: int) -> list[int]:
         return [r[0] for r in self.conn.execute(
-            "SELECT depends_on FROM task_dependencies WHERE task_id = ? ORDER BY depends_on",
+            "SELECT depends_on FROM task_dependencies WHERE task_id = +? ORDER BY depends_on",
             (task_id,))]
 
     def _sibling_keys_sql(self, parent_id: int | None) -> tuple[str, tuple]:
@@ -239,7 +242,7 @@ class PlanStore:
 
     def _set_dependencies(self, task_id: int, deps: list[int], *, replace: bool) -> None:
         if replace:
-            self.conn.execute("DELETE FROM task_dependencies WHERE task_id = ?", (task_id,))
+            self.conn.execute("DELETE FROM task_dependencies WHERE task_id = +?", (task_id,))
         self.conn.executemany(
             "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on) VALUES (?, ?)",
             [(task_id, d) for d in deps])
@@ -271,7 +274,7 @@ class PlanStore:
         status = clean_name(status, "status", 64)
         instruction = p.text(instruction, "instruction")
         meta_json = p.json_object(metadata)
-        stamp = stamp or now()
+        stamp = stamp or self.stamp or now()
         if anchor_task_id is not None:
             anchor = self._row(anchor_task_id)
             if parent_id is not None and parent_id != anchor[4]:
@@ -323,9 +326,11 @@ class PlanStore:
             metadata=jsonutil.loads(meta_json, {}), dependencies=sorted(deps),
             created_at=stamp, updated_at=stamp)
 
-    def update_task(self, task_id: int, fields: dict[str, Any], stamp: str | None = None) -> None:
-        """Apply the non-None `fields` (names from UPDATABLE, plus `dependencies`)."""
-        self._row(task_id)
+    def update_task(self, task_id: int, fields: dict[str, Any],
+                    stamp: str | None = None) -> PlanNode:
+        """Apply the non-None `fields` (names from UPDATABLE, plus `dependencies`); returns
+        the updated node."""
+        _task_id(task_id)
         p = self.payloads
         sets: list[str] = []
         params: list[Any] = []
@@ -347,16 +352,24 @@ class PlanStore:
                 value = p.text(value, col)
             sets.append(f"{col} = ?")  # col comes from UPDATABLE, never from the caller
             params.append(value)
-        stamp = stamp or now()
+        stamp = stamp or self.stamp or now()
         if any(fields.get(c) is not None for c in _CONTEXT):
             sets.append("context_updated_at = ?")
             params.append(stamp)
+        sets.append("updated_at = ?")
+        params.append(stamp)
+        # RETURNING hands back the updated row and its rank in the same statement (no
+        # re-read); an update never moves a task, so the rank is the same before and after.
+        rows = self.conn.execute(
+            f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? RETURNING {TASK_COLUMNS}, "
+            "(SELECT count(*) FROM tasks s WHERE s.parent_id IS tasks.parent_id "
+            "AND s.position < tasks.position)", (*params, task_id)).fetchall()
+        if not rows:
+            raise TaskNotFound(self.plan_id, task_id)
         deps = fields.get("dependencies")
         if deps is not None:
             self._set_dependencies(task_id, self._check_dependencies(task_id, deps), replace=True)
-        sets.append("updated_at = ?")
-        params.append(stamp)
-        self.conn.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?", (*params, task_id))
+        return _row_to_node(self.plan_id, rows[0], rows[0][16], self._deps(task_id))
 
     def delete_task(self, task_id: int) -> int:
         """Delete the task and its whole subtree (edges go by cascade); returns rows deleted."""
@@ -394,7 +407,7 @@ class PlanStore:
         new_path = f"{ppath}/{task_id}"
         self.conn.execute(
             "UPDATE tasks SET parent_id = ?, position = ?, updated_at = ? WHERE id = ?",
-            (new_parent_id, key, stamp or now(), task_id))
+            (new_parent_id, key, stamp or self.stamp or now(), task_id))
         if new_path != old_path:
             lo, hi = _subtree_range(old_path)
             self.conn.execute(
@@ -439,7 +452,7 @@ class PlanStore:
 
     def replace_tree(self, tree: PlanTree, stamp: str | None = None) -> None:
         """Replace every task and edge with `tree` (ids kept); validates before writing."""
-        stamp = stamp or now()
+        stamp = stamp or self.stamp or now()
         nodes = tree.nodes
         for nid, node in nodes.items():
             _task_id(nid)
@@ -494,7 +507,8 @@ class PlanStore:
     def add_snapshot(self, tree: PlanTree, note: str | None, stamp: str | None = None) -> int:
         self.conn.execute(
             "INSERT INTO snapshots (snapshot, note, created_at) VALUES (?, ?, ?)",
-            (jsonutil.dumps(tree.to_dict()), self.payloads.text(note, "note"), stamp or now()))
+            (jsonutil.dumps(tree.to_dict()), self.payloads.text(note, "note"),
+             stamp or self.stamp or now()))
         return self.conn.last_insert_rowid()
 
     def list_snapshots(self) -> list[SnapshotInfo]:
