@@ -2,9 +2,10 @@
 with nothing lost and nothing doubled: the rerun's root holds exactly what an uninterrupted
 migration of the same legacy files holds (compared with the stdlib sqlite3 module).
 
-Kill points: after a given step completes (through the progress callback), inside
-create_plan (the repository's PLANDB_CRASH_AT hook), between a plan's creation and its tree
-write, and inside the one transaction that imports a chat session with its messages.
+Kill points: after a given step completes (through the progress callback), right after a
+session file is renamed, inside create_plan (the repository's PLANDB_CRASH_AT hook), between a
+plan's creation and its tree write, and inside the one transaction that imports a chat session
+with its messages.
 PLANDB_STRESS=1 also kills after every single step.
 """
 
@@ -53,19 +54,27 @@ CHILD = textwrap.dedent("""
         after_call(PlanRepository, "upsert_plan_tree", int(arg))
     elif kind == "chat":
         after_call(PlanRepository, "append_chat_message", int(arg))
+    elif kind == "renamed":  # right after a session file got its new name
+        real_rename = os.rename
+        def rename(src, dst, *a, **k):
+            real_rename(src, dst, *a, **k)
+            if "session_" in str(dst):
+                die()
+        os.rename = rename
     legacy.migrate_existing_databases(sys.argv[1], legacy_dir=sys.argv[2], progress=progress)
     sys.exit(3)  # not killed: the kill point was never reached
 """)
 
 KILLS = [
     ("step:adopt:2", {}),              # registry and plan_1 adopted, the rest not
-    ("step:rename_session:1", {}),     # one unsafe session renamed, not yet adopted
+    ("renamed:", {}),                  # a session file renamed, nothing after it done
     ("env", {"PLANDB_CRASH_AT": "create:row"}),      # import: registry row 'creating' only
     ("upsert:2", {}),                  # second import created, its tree not yet written
     ("chat:2", {}),                    # inside a chat session's import transaction
 ]
 if os.environ.get("PLANDB_STRESS") == "1":
     KILLS += [
+        ("step:rename_session:1", {}),                   # renamed, not yet adopted
         ("step:convert_cache:1", {}),                    # one old root cache rebuilt
         ("env", {"PLANDB_CRASH_AT": "create:renamed"}),  # import: file in place, row creating
         ("step:merge_cache:1", {}),                      # one flat cache merged

@@ -99,3 +99,22 @@ def test_database_config_entry_point_is_the_same_migration(legacy):
     via_config = DatabaseConfig(root, create=False).migrate_existing_databases(
         legacy_dir=flat, dry_run=True)
     assert plan_of(via_config) == plan_of(via_function) != []
+
+
+def test_an_ordinary_plandb_root_has_nothing_to_migrate(tmp_path):
+    """A root written by plandb itself, and a legacy directory with nothing in it: no step is
+    planned and no byte of the root changes."""
+    root, empty = tmp_path / "root", tmp_path / "empty"
+    empty.mkdir()
+    with PlanRepository(DatabaseConfig(root)) as repo:
+        plan = repo.create_plan("normal plan", owner="x")
+        first = repo.create_task(plan.id, name="a")
+        repo.create_task(plan.id, name="b", dependencies=[first.id])
+        repo.create_chat_session("s1", plan_id=plan.id)
+        repo.append_chat_message("s1", role="user", content="hi")
+        repo.add_memory("sess-1", content="remember this")
+        repo.cache("llm").put("m", "q", "a")
+    before = lf.snapshot_files(root)
+    report = migrate_existing_databases(root, legacy_dir=empty)
+    assert report.nothing_to_do and report.ok and report.problems == []
+    assert lf.snapshot_files(root) == before

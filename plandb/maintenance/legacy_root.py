@@ -46,7 +46,7 @@ from ..errors import (
     translate,
 )
 from ..transaction import read, write
-from .legacy_files import fingerprint, finish_quarantines, quarantine, read_json
+from .legacy_files import fingerprint, finish_quarantines, fsync_dir, quarantine, read_json
 from .scan import DbFile, database_files
 
 if TYPE_CHECKING:
@@ -498,35 +498,40 @@ def _fold_wal(run: Run, path: Path) -> None:
         p.unlink(missing_ok=True)  # empty: holds no transaction
 
 
+def _record_session_id(run: Run, path: Path, session_id: str) -> None:
+    """Write the session's original id (and file name) into its plan_meta, so that once it
+    has its hashed name a rerun still knows which id it holds."""
+    conn = _open_legacy(run, path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS plan_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT OR IGNORE INTO plan_meta (key, value) VALUES ('session_id', ?)",
+                     (session_id,))
+        conn.execute("INSERT OR IGNORE INTO plan_meta (key, value) VALUES "
+                     "('legacy_file_name', ?)", (path.name,))
+        conn.execute("COMMIT")
+    except apsw.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise translate(exc, path) from exc
+    finally:
+        conn.close()
+
+
 def _rename_fn(run: Run, f: RootFile):
+    """Record the id in the file, fold its -wal, then rename it (crash-safe in that order: a
+    rerun finds either the old name holding its id, or the new name)."""
     def go() -> dict:
         target = f.target
         if not f.path.exists() and target.exists():
             return {"already": True}  # an earlier run renamed it and was cut afterwards
+        _record_session_id(run, f.path, f.session_id)
         _fold_wal(run, f.path)
         if target.exists():
             raise StorageError(f"{target} appeared meanwhile; not overwriting it")
         Path(f"{f.path}-shm").unlink(missing_ok=True)  # an index only, rebuilt on open
         os.rename(f.path, target)
-        from .legacy_files import fsync_dir
         fsync_dir(target.parent)
-        conn = _open_legacy(run, target)
-        try:
-            # Record the original id (and name) in the file: its new name is only a hash.
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("CREATE TABLE IF NOT EXISTS plan_meta (key TEXT PRIMARY KEY, "
-                         "value TEXT)")
-            conn.execute("INSERT OR IGNORE INTO plan_meta (key, value) VALUES ('session_id', ?)",
-                         (f.session_id,))
-            conn.execute("INSERT OR IGNORE INTO plan_meta (key, value) VALUES "
-                         "('legacy_file_name', ?)", (f.path.name,))
-            conn.execute("COMMIT")
-        except apsw.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise translate(exc, target) from exc
-        finally:
-            conn.close()
         make_private(target)
         return {"new_path": run.rel(target)}
     return go
