@@ -68,8 +68,6 @@ possessive so that none can backtrack for long, and passes are skipped when a ch
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import math
 import re
@@ -111,8 +109,6 @@ DEFAULT_MAX_STRING: Final = 64 * 1024
 DEFAULT_MAX_ITEMS: Final = 1000
 DEFAULT_MAX_DEPTH: Final = 32
 
-# Key kinds, weakest to strongest.
-_PLAIN, _TOKENISH, _PWD, _SECRET = 0, 1, 2, 3
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson serialises natively
 # Text past max_string + this margin is dropped before scanning: no bounded pattern is longer,
@@ -123,110 +119,7 @@ _KEY_CACHE_SIZE = 4096
 _CLEAN_MAX = 80  # strings up to this long that needed no change are remembered ...
 _CLEAN_CACHE_SIZE = 8192  # ... this many of them
 
-_WORD_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-_IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_IDENT_TAIL = re.compile(r"[A-Za-z0-9_.-]*+")
-# Separator after a key: optional closing quote of a JSON/quoted key, then = : or =>, but not
-# == (comparison), := (walrus), :: (C++/Rust paths).
-_SEP = re.compile(r"""\\?["'`]?[ \t]*(?:=>|=(?!=)|:(?![:=]))[ \t]*""")
-_FLAG_SEP = re.compile(r"[ \t]+(?=[^\s-])")  # `--password hunter2`
-_SCHEME = re.compile(
-    r"(?i:" + "|".join(re.escape(s) for s in rules.AUTH_SCHEMES) + r")[ \t]+(?=[^\s\"'`])"
-)
-_UNQUOTED = re.compile(r"""[^\s"'`,;&<>)}]++""")
-_TO_EOL = re.compile(r"""[^\r\n"'`]*+""")  # cookie headers: `a=1; b=2` is all secret
-_XML_VALUE = re.compile(r"[^<\r\n]*+")
-_QUOTED = {
-    '"': re.compile(r'(?:[^"\\\r\n]|\\.)*+'),
-    "'": re.compile(r"(?:[^'\\\r\n]|\\.)*+"),
-    "`": re.compile(r"(?:[^`\\\r\n]|\\.)*+"),
-}
-_ESCAPED_QUOTED = re.compile(r'[^"\\\r\n]*+')  # `\"password\": \"x\"` in double-encoded JSON
-_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?\Z")
-_PATH = re.compile(r"(?:/|~/|~\Z|\.{1,2}/|[A-Za-z]:[\\/])")
-
-_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_LEAD = re.compile(r"(?:\s|\\[nr])*+")
-_PEM_RUN = re.compile(r"[A-Za-z0-9+/=\s\\:,.-]*+")  # body of a block whose END is missing
-
 _MARKER_OK = re.compile(r"[A-Za-z0-9_\[\]*!~+=.-]{1,64}\Z")
-
-
-def _build_token_regex() -> re.Pattern[str]:
-    """One alternation over all provider shapes, grouped by first character.
-
-    Every alternative starts with a literal, which lets the regex engine skip positions whose
-    character cannot start any of them; the left-boundary lookbehind sits after that literal,
-    once per group where it can (each lookbehind costs time at every candidate position).
-    """
-    groups: dict[str, list[tuple[str, bool]]] = {}
-    for prefix, rest, boundary in rules.PROVIDER_PATTERNS:
-        groups.setdefault(prefix[0], []).append((re.escape(prefix[1:]) + rest, boundary))
-    alternatives = []
-    for first, entries in groups.items():
-        look = f"(?<![A-Za-z0-9_-]{re.escape(first)})"
-        if all(boundary for _, boundary in entries):
-            inner = look + "(?:" + "|".join(body for body, _ in entries) + ")"
-        else:
-            inner = "(?:" + "|".join((look if b else "") + body for body, b in entries) + ")"
-        alternatives.append(re.escape(first) + inner)
-    alternatives.extend(rules.RAW_PATTERNS)
-    return re.compile("|".join(alternatives))
-
-
-_TOKEN_RE = _build_token_regex()
-# Maps every character to "x" (can be part of a provider key) or " " (cannot), on an ASCII
-# copy of the text whose positions match the original: finding runs of MIN_TOKEN_LENGTH "x"
-# with bytes.find is far faster than any regex, and ordinary prose has almost none.
-_RUN_TABLE = bytes(0x78 if chr(i) in rules.TOKEN_CHARS else 0x20 for i in range(256))
-_RUN_SEED = b"x" * rules.MIN_TOKEN_LENGTH
-# How far before a run a match may start: `https:` before `//hooks.slack.com/...`, the
-# `123456789:` of a Telegram bot token.
-_RUN_LEAD = 12
-# scheme://user:password@host. The password may hold '@', so it is the longest run up to the
-# last '@' of the authority: bounded, so backtracking is at most 512 steps per '://'.
-_URL_CREDENTIALS = re.compile(r"""://([^\s:@/?#\[\]"'<>`]{0,256}+):([^\s/?#"'<>`]{1,512})@""")
-# `Bearer <token>` / `Basic <base64>` outside a header; `_auth_repl` checks the credential.
-_AUTH_CREDENTIALS = re.compile(
-    r"(?:[Bb]earer|BEARER)[ \t]+([A-Za-z0-9._~+/-]{8,}+=*+)"
-    r"|(?:[Bb]asic|BASIC)[ \t]+([A-Za-z0-9+/]{6,}+={0,2}+)"
-)
-
-
-def key_words(key: str) -> tuple[str, ...]:
-    """Split a key name into lower-case words: ``"X-OpenAI-APIKey"`` -> ``('x', 'open', 'ai',
-    'api', 'key')``. Glued words are split at known endings (``PGPASSWORD`` -> ``pg password``)."""
-    words: list[str] = []
-    for raw in _WORD_RE.findall(key):
-        word = raw.lower()
-        if words and (words[-1], word) in rules.WORD_MERGES:
-            words[-1] = rules.WORD_MERGES[(words[-1], word)]
-            continue
-        words.extend(_split_compound(word))
-    return tuple(words)
-
-
-def _split_compound(word: str) -> tuple[str, ...]:
-    if len(word) <= 5 or (word,) in rules.SECRET_PHRASES:
-        return (word,)
-    for suffix in rules.COMPOUND_SUFFIXES:
-        if word.endswith(suffix) and len(word) > len(suffix):
-            return (word[: -len(suffix)], suffix)
-    for suffix in ("keys", "key"):
-        if word.endswith(suffix) and word[: -len(suffix)] in rules.KEY_QUALIFIERS:
-            return (word[: -len(suffix)], suffix)
-    return (word,)
-
-
-def _is_basic_credential(b64: str) -> bool:
-    """`Basic <base64>` is a credential when it decodes to printable `user:password`."""
-    try:
-        raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-        text = raw.decode("utf-8")
-    except (binascii.Error, ValueError):
-        return False
-    return ":" in text and text.isprintable()
 
 
 def _type_name(value: object) -> str:
@@ -280,7 +173,7 @@ class Redactor:
         self.max_depth = max_depth
         self.marker = marker
 
-        extra_phrases = {key_words(k) for k in extra_keys} - {()}
+        extra_phrases = {rules.key_words(k) for k in extra_keys} - {()}
         self._phrases = rules.SECRET_PHRASES | extra_phrases
         self._max_phrase = max(len(p) for p in self._phrases)
         stems = set(rules.TEXT_STEMS) | {w for p in extra_phrases for w in p if w.isalpha()}
@@ -331,7 +224,7 @@ class Redactor:
     def is_sensitive_key(self, key: str) -> bool:
         """True when values under `key` are masked (bare ``PWD``: unless the value is a path)."""
         try:
-            return self._key_kind(key if type(key) is str else self._key_text(key)) != _PLAIN
+            return self._key_kind(key if type(key) is str else self._key_text(key)) != rules.PLAIN
         except Exception:
             return True
 
@@ -340,52 +233,21 @@ class Redactor:
     def _key_kind(self, key: str) -> int:
         kind = self._key_cache.get(key)
         if kind is None:
-            kind = self._classify(key_words(key))
+            kind = rules.classify(rules.key_words(key), self._phrases, self._max_phrase)
             if len(key) <= 200:
                 if len(self._key_cache) >= _KEY_CACHE_SIZE:
                     self._key_cache.clear()
                 self._key_cache[key] = kind
         return kind
 
-    def _classify(self, words: tuple[str, ...]) -> int:
-        n = len(words)
-        if not n:
-            return _PLAIN
-        last = words[-1]
-        best = _PLAIN
-        for i in range(n):
-            for length in range(1, min(self._max_phrase, n - i) + 1):
-                phrase = words[i : i + length]
-                if phrase not in self._phrases:
-                    continue
-                if i + length < n and last in rules.DESCRIPTOR_WORDS:
-                    continue  # `password_min_length`, `token_count`: describes, not holds
-                if phrase[-1] in rules.TOKEN_WORDS:
-                    if length == 1 and i and words[i - 1] in rules.NON_SECRET_TOKEN_QUALIFIERS:
-                        continue  # `eos_token`, `next_page_token`
-                    if i + length == n:
-                        return _TOKENISH  # the key names a token: `auth_token`, `x-vault-token`
-                    kind = _TOKENISH
-                elif phrase == ("pwd",) and n == 1:
-                    kind = _PWD
-                else:
-                    kind = _SECRET
-                best = max(best, kind)
-        if (
-            best == _PLAIN
-            and n > 1
-            and last == "pass"
-            and words[-2] not in rules.NON_SECRET_PASS_QUALIFIERS
-        ):
-            best = _SECRET  # `DB_PASS`, `smtp_pass`; a bare `pass` is too common a word
-        return best
-
     def _sensitive_value(self, value: Any, kind: int, depth: int, active: set[int]) -> Any:
         if value is None or type(value) is bool:
             return value
-        if kind == _TOKENISH and isinstance(value, (int, float)):
+        if kind == rules.TOKENISH and (
+            isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        ):
             return self._walk(value, depth, active)  # `token: 4000` is a count
-        if kind == _PWD and isinstance(value, str) and _PATH.match(value):
+        if kind == rules.PWD and isinstance(value, str) and rules.PATH.match(value):
             return self._walk(value, depth, active)  # `PWD=/home/me` is a directory
         return self.marker
 
@@ -472,7 +334,7 @@ class Redactor:
                 and depth < self.max_depth
             ):
                 head = self._walk(item[0], depth + 1, active)
-                kind = self._key_kind(head) if type(head) is str else _PLAIN
+                kind = self._key_kind(head) if type(head) is str else rules.PLAIN
                 if kind:
                     out.append([head, self._sensitive_value(item[1], kind, depth + 1, active)])
                     continue
@@ -518,7 +380,9 @@ class Redactor:
         if not text.isascii():
             try:
                 text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates (surrogateescape'd paths): orjson refuses them
+            except (
+                UnicodeEncodeError
+            ):  # lone surrogates (surrogateescape'd paths): orjson refuses them
                 text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         dropped = 0
         if size > self.max_string + _PRECUT_MARGIN:
@@ -585,11 +449,11 @@ class Redactor:
             if new is not text:
                 text, low = new, new.lower()
         if "://" in text:
-            new = _URL_CREDENTIALS.sub(self._url_repl, text)
+            new = rules.URL_CREDENTIALS.sub(self._url_repl, text)
             if new is not text:
                 text, low = new, new.lower()
         if "earer" in low or "asic" in low:
-            new = _AUTH_CREDENTIALS.sub(self._auth_repl, text)
+            new = rules.AUTH_CREDENTIALS.sub(self._auth_repl, text)
             if new is not text:
                 text, low = new, new.lower()
         if ":" in text or "=" in text or ">" in text or "--" in text:
@@ -600,23 +464,23 @@ class Redactor:
 
     def _mask_tokens(self, text: str) -> str:
         """Mask provider key shapes, searching only long runs of key characters."""
-        runs = text.encode("ascii", "replace").translate(_RUN_TABLE)
-        run = runs.find(_RUN_SEED)
+        runs = text.encode("ascii", "replace").translate(rules.RUN_TABLE)
+        run = runs.find(rules.RUN_SEED)
         if run < 0:
             return text
         out: list[str] = []
         last = 0
-        search = _TOKEN_RE.search
+        search = rules.TOKEN_RE.search
         while run >= 0:
             end = runs.find(b" ", run)
             if end < 0:
                 end = len(text)
-            pos = max(last, run - _RUN_LEAD)
+            pos = max(last, run - rules.RUN_LEAD)
             while (match := search(text, pos, end)) is not None:
                 out.append(text[last : match.start()])
                 out.append(self._token_repl(match))
                 last = pos = match.end()
-            run = runs.find(_RUN_SEED, end)
+            run = runs.find(rules.RUN_SEED, end)
         if not out:
             return text
         out.append(text[last:])
@@ -653,7 +517,7 @@ class Redactor:
             looks_secret = not bearer.isalpha()
             credential = bearer
         else:
-            looks_secret = _is_basic_credential(basic)
+            looks_secret = rules.is_basic_credential(basic)
             credential = basic
         return text[: -len(credential)] + self.marker if looks_secret else text
 
@@ -671,12 +535,12 @@ class Redactor:
         # One END search serves every BEGIN before it, so many BEGINs stay linear.
         end_match: re.Match[str] | None = None
         end_searched_from = -1
-        for begin in _PEM_BEGIN.finditer(text):
+        for begin in rules.PEM_BEGIN.finditer(text):
             if begin.start() < last:
                 continue
-            body_start = _PEM_LEAD.match(text, begin.end()).end()
+            body_start = rules.PEM_LEAD.match(text, begin.end()).end()
             if end_searched_from < 0 or (end_match is not None and end_match.start() < body_start):
-                end_match = _PEM_END.search(text, body_start)
+                end_match = rules.PEM_END.search(text, body_start)
                 end_searched_from = body_start
             if end_match is not None:
                 body_end = end_match.start()
@@ -686,7 +550,7 @@ class Redactor:
                 ):
                     body_end -= 1 if text[body_end - 1] in " \t\r\n" else 2
             else:
-                body_end = _PEM_RUN.match(text, body_start).end()
+                body_end = rules.PEM_RUN.match(text, body_start).end()
                 while body_end > body_start and text[body_end - 1] in " \t\r\n\\":
                     body_end -= 1
             if body_end <= body_start or text[body_start:body_end] == self.marker:
@@ -713,11 +577,11 @@ class Redactor:
                 continue
             start = hit
             floor = max(pos, start - _MAX_KEY_IN_TEXT)
-            while start > floor and text[start - 1] in _IDENT_CHARS:
+            while start > floor and text[start - 1] in rules.IDENT_CHARS:
                 start -= 1
-            end = _IDENT_TAIL.match(text, hit).end()
+            end = rules.IDENT_TAIL.match(text, hit).end()
             pos = end
-            too_long = start == floor > pos and text[start - 1] in _IDENT_CHARS
+            too_long = start == floor > pos and text[start - 1] in rules.IDENT_CHARS
             if too_long or end - start > _MAX_KEY_IN_TEXT or end >= size:
                 continue  # a run this long is data (base64, a path), not a key name
             if text.endswith("://", 0, start):
@@ -755,11 +619,11 @@ class Redactor:
             if not kind:
                 return None
             value_start = end + 1
-            value_end = _XML_VALUE.match(text, value_start).end()
+            value_end = rules.XML_VALUE.match(text, value_start).end()
             return self._accept(text, value_start, value_end, kind, quoted=True)
-        sep = _SEP.match(text, end)
+        sep = rules.SEP.match(text, end)
         if sep is None and key.startswith("--"):
-            sep = _FLAG_SEP.match(text, end)
+            sep = rules.FLAG_SEP.match(text, end)
         if sep is None:
             return None
         kind = self._key_kind(key)
@@ -771,24 +635,24 @@ class Redactor:
         if p >= len(text):
             return None
         if text.startswith('\\"', p):
-            value_end = _ESCAPED_QUOTED.match(text, p + 2).end()
+            value_end = rules.ESCAPED_QUOTED.match(text, p + 2).end()
             return self._accept(text, p + 2, value_end, kind, quoted=True)
         quote = text[p]
-        if quote in _QUOTED:
+        if quote in rules.QUOTED:
             p += 1
-            scheme = _SCHEME.match(text, p)
-            value_end = _QUOTED[quote].match(text, p).end()
+            scheme = rules.SCHEME.match(text, p)
+            value_end = rules.QUOTED[quote].match(text, p).end()
             value_start = scheme.end() if scheme is not None and scheme.end() < value_end else p
             return self._accept(text, value_start, value_end, kind, quoted=True)
-        scheme = _SCHEME.match(text, p)
+        scheme = rules.SCHEME.match(text, p)
         if scheme is not None:
             p = scheme.end()
         if "cookie" in key.lower():
-            value_end = _TO_EOL.match(text, p).end()
+            value_end = rules.TO_EOL.match(text, p).end()
             while value_end > p and text[value_end - 1] in " \t":
                 value_end -= 1
         else:
-            value_end = _UNQUOTED.match(text, p).end()
+            value_end = rules.UNQUOTED.match(text, p).end()
         return self._accept(text, p, value_end, kind, quoted=False)
 
     def _spaced_key_kind(self, text: str, start: int, end: int) -> int:
@@ -798,15 +662,15 @@ class Redactor:
             floor = max(0, space - 21)
             before = text.rfind(" ", floor, space)
             if before < 0 and floor > 0:
-                return _PLAIN  # the word before is too long to be part of a key name
+                return rules.PLAIN  # the word before is too long to be part of a key name
             word = text[before + 1 : space]
             if not (2 <= len(word) <= 20 and word.isascii() and word.isalpha()):
-                return _PLAIN
+                return rules.PLAIN
             kind = self._key_kind(text[before + 1 : end])
             if kind or before < 1:
                 return kind
             space = before
-        return _PLAIN
+        return rules.PLAIN
 
     def _accept(
         self, text: str, start: int, end: int, kind: int, *, quoted: bool
@@ -819,9 +683,9 @@ class Redactor:
         if not quoted:
             if value in rules.BENIGN_VALUES:
                 return None
-            if kind == _TOKENISH and _NUMBER.match(value):
+            if kind == rules.TOKENISH and rules.NUMBER.match(value):
                 return None
-        if kind == _PWD and _PATH.match(value):
+        if kind == rules.PWD and rules.PATH.match(value):
             return None
         return start, end
 

@@ -1,13 +1,17 @@
-"""The tables behind :mod:`plandb.redaction`: which key names hold secrets, which value shapes
-are secrets.
+"""The rules behind :mod:`plandb.redaction`: which key names hold secrets, which value shapes
+are secrets, as tables and the compiled matchers built from them.
 
-Kept apart from the engine so that adding a provider prefix or a key word is a one-line change
-that can be reviewed on its own. Sources: Sentry's scrubber denylist and Relay's key regex for
+Kept apart from the engine (walking values, applying limits, logging) so that adding a
+provider prefix or a key word is a one-line change that can be reviewed on its own. Sources: Sentry's scrubber denylist and Relay's key regex for
 key names; gitleaks' default rules and detect-secrets' plugins for value shapes. Nothing here
 imports plandb.
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
+import re
 
 # --- Key names --------------------------------------------------------------------------------
 # A key is split into lower-case words (camelCase, snake_case, kebab-case, dots, spaces, digits)
@@ -212,3 +216,155 @@ RAW_PATTERNS: tuple[str, ...] = (
     r":(?<=[0-9]{8}:)AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])",
     r"Q(?<=[A-Za-z0-9_~.]{3}[0-9]Q)~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])",
 )
+
+
+# --- Matchers built from the tables ----------------------------------------------------------
+
+# Key kinds, weakest to strongest: PLAIN holds no secret; TOKENISH holds one unless the value is
+# a number (a count); PWD (a bare `PWD`) unless the value is a path; SECRET always.
+PLAIN, TOKENISH, PWD, SECRET = 0, 1, 2, 3
+
+_WORD_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+IDENT_TAIL = re.compile(r"[A-Za-z0-9_.-]*+")
+# Separator after a key: optional closing quote of a JSON/quoted key, then = : or =>, but not
+# == (comparison), := (walrus), :: (C++/Rust paths).
+SEP = re.compile(r"""\\?["'`]?[ \t]*(?:=>|=(?!=)|:(?![:=]))[ \t]*""")
+FLAG_SEP = re.compile(r"[ \t]+(?=[^\s-])")  # `--password hunter2`
+SCHEME = re.compile(
+    r"(?i:" + "|".join(re.escape(s) for s in AUTH_SCHEMES) + r")[ \t]+(?=[^\s\"'`])"
+)
+UNQUOTED = re.compile(r"""[^\s"'`,;&<>)}]++""")
+TO_EOL = re.compile(r"""[^\r\n"'`]*+""")  # cookie headers: `a=1; b=2` is all secret
+XML_VALUE = re.compile(r"[^<\r\n]*+")
+QUOTED = {
+    '"': re.compile(r'(?:[^"\\\r\n]|\\.)*+'),
+    "'": re.compile(r"(?:[^'\\\r\n]|\\.)*+"),
+    "`": re.compile(r"(?:[^`\\\r\n]|\\.)*+"),
+}
+ESCAPED_QUOTED = re.compile(r'[^"\\\r\n]*+')  # `\"password\": \"x\"` in double-encoded JSON
+NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?\Z")
+PATH = re.compile(r"(?:/|~/|~\Z|\.{1,2}/|[A-Za-z]:[\\/])")
+
+PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+PEM_LEAD = re.compile(r"(?:\s|\\[nr])*+")
+PEM_RUN = re.compile(r"[A-Za-z0-9+/=\s\\:,.-]*+")  # body of a block whose END is missing
+
+
+def _build_token_regex() -> re.Pattern[str]:
+    """One alternation over all provider shapes, grouped by first character.
+
+    Every alternative starts with a literal, which lets the regex engine skip positions whose
+    character cannot start any of them; the left-boundary lookbehind sits after that literal,
+    once per group where it can (each lookbehind costs time at every candidate position).
+    """
+    groups: dict[str, list[tuple[str, bool]]] = {}
+    for prefix, rest, boundary in PROVIDER_PATTERNS:
+        groups.setdefault(prefix[0], []).append((re.escape(prefix[1:]) + rest, boundary))
+    alternatives = []
+    for first, entries in groups.items():
+        look = f"(?<![A-Za-z0-9_-]{re.escape(first)})"
+        if all(boundary for _, boundary in entries):
+            inner = look + "(?:" + "|".join(body for body, _ in entries) + ")"
+        else:
+            inner = "(?:" + "|".join((look if b else "") + body for body, b in entries) + ")"
+        alternatives.append(re.escape(first) + inner)
+    alternatives.extend(RAW_PATTERNS)
+    return re.compile("|".join(alternatives))
+
+
+TOKEN_RE = _build_token_regex()
+# Maps every character to "x" (can be part of a provider key) or " " (cannot), on an ASCII
+# copy of the text whose positions match the original: finding runs of MIN_TOKEN_LENGTH "x"
+# with bytes.find is far faster than any regex, and ordinary prose has almost none.
+RUN_TABLE = bytes(0x78 if chr(i) in TOKEN_CHARS else 0x20 for i in range(256))
+RUN_SEED = b"x" * MIN_TOKEN_LENGTH
+# How far before a run a match may start: `https:` before `//hooks.slack.com/...`, the
+# `123456789:` of a Telegram bot token.
+RUN_LEAD = 12
+# scheme://user:password@host. The password may hold '@', so it is the longest run up to the
+# last '@' of the authority: bounded, so backtracking is at most 512 steps per '://'.
+URL_CREDENTIALS = re.compile(r"""://([^\s:@/?#\[\]"'<>`]{0,256}+):([^\s/?#"'<>`]{1,512})@""")
+# `Bearer <token>` / `Basic <base64>` outside a header; `_auth_repl` checks the credential.
+AUTH_CREDENTIALS = re.compile(
+    r"(?:[Bb]earer|BEARER)[ \t]+([A-Za-z0-9._~+/-]{8,}+=*+)"
+    r"|(?:[Bb]asic|BASIC)[ \t]+([A-Za-z0-9+/]{6,}+={0,2}+)"
+)
+
+
+def is_basic_credential(b64: str) -> bool:
+    """`Basic <base64>` is a credential when it decodes to printable `user:password`."""
+    try:
+        raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
+    return ":" in text and text.isprintable()
+
+
+def key_words(key: str) -> tuple[str, ...]:
+    """Split a key name into lower-case words: ``"OPENAI_API_KEY"`` -> ``('openai', 'api',
+    'key')``, ``"apiKey"`` -> ``('api', 'key')``; glued words split at known endings
+    (``"PGPASSWORD"`` -> ``('pg', 'password')``)."""
+    words: list[str] = []
+    for raw in _WORD_RE.findall(key):
+        word = raw.lower()
+        if words and (words[-1], word) in WORD_MERGES:
+            words[-1] = WORD_MERGES[(words[-1], word)]
+            continue
+        words.extend(_split_compound(word))
+    return tuple(words)
+
+
+def _split_compound(word: str) -> tuple[str, ...]:
+    if len(word) <= 5 or (word,) in SECRET_PHRASES:
+        return (word,)
+    for suffix in COMPOUND_SUFFIXES:
+        if word.endswith(suffix) and len(word) > len(suffix):
+            return (word[: -len(suffix)], suffix)
+    for suffix in ("keys", "key"):
+        if word.endswith(suffix) and word[: -len(suffix)] in KEY_QUALIFIERS:
+            return (word[: -len(suffix)], suffix)
+    return (word,)
+
+
+def classify(words: tuple[str, ...], phrases: frozenset[tuple[str, ...]], max_phrase: int) -> int:
+    """The kind of a key from its words: PLAIN, TOKENISH, PWD or SECRET.
+
+    A phrase from `phrases` anywhere in the words makes the key sensitive, unless the key ends
+    in a describing word after it (`password_min_length`); `token` after a tokenizer or
+    pagination word is not a credential (`eos_token`, `next_page_token`).
+    """
+    n = len(words)
+    if not n:
+        return PLAIN
+    last = words[-1]
+    best = PLAIN
+    for i in range(n):
+        for length in range(1, min(max_phrase, n - i) + 1):
+            phrase = words[i : i + length]
+            if phrase not in phrases:
+                continue
+            if i + length < n and last in DESCRIPTOR_WORDS:
+                continue  # `password_min_length`, `token_count`: describes, not holds
+            if phrase[-1] in TOKEN_WORDS:
+                if length == 1 and i and words[i - 1] in NON_SECRET_TOKEN_QUALIFIERS:
+                    continue  # `eos_token`, `next_page_token`
+                if i + length == n:
+                    return TOKENISH  # the key names a token: `auth_token`, `x-vault-token`
+                kind = TOKENISH
+            elif phrase == ("pwd",) and n == 1:
+                kind = PWD
+            else:
+                kind = SECRET
+            best = max(best, kind)
+    if (
+        best == PLAIN
+        and n > 1
+        and last == "pass"
+        and words[-2] not in NON_SECRET_PASS_QUALIFIERS
+    ):
+        best = SECRET  # `DB_PASS`, `smtp_pass`; a bare `pass` is too common a word
+    return best
+

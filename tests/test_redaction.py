@@ -45,9 +45,9 @@ from plandb.redaction import (
     REDACTED,
     RedactingFilter,
     Redactor,
-    key_words,
     redact,
 )
+from plandb.redaction_rules import key_words
 
 # Redaction never opens a database: skip conftest's per-test gc.collect() connection-leak
 # check, which would cost ~0.2 s for each of the hundreds of table rows below.
@@ -188,8 +188,10 @@ def test_none_and_booleans_under_sensitive_keys_are_kept(value: Any):
 
 
 def test_numbers_under_token_keys_are_counts_but_text_is_a_secret():
-    out = redact({"token": 4000, "access_token": "opaque-1", "max_token": 64, "auth_token": 1.5})
-    assert out == {"token": 4000, "access_token": REDACTED, "max_token": 64, "auth_token": 1.5}
+    out = redact({"token": 4000, "access_token": "opaque-1", "max_token": 64, "auth_token": 1.5,
+                  "id_token": 10**30, "refresh_token": math.inf})
+    assert out == {"token": 4000, "access_token": REDACTED, "max_token": 64, "auth_token": 1.5,
+                   "id_token": str(10**30), "refresh_token": REDACTED}
     assert redact("token: 4000, token: abc12") == f"token: 4000, token: {REDACTED}"
 
 
