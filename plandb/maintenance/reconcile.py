@@ -189,6 +189,29 @@ def lock_held(path: Path) -> bool:
     return False
 
 
+def _lock_existing(path: Path) -> tuple[bool, int | None]:
+    """Lock a creation lock file that is already there: (busy, fd). (False, None) when there is
+    none any more, or when its creator removed it while we waited (it finished, nothing is
+    stale); (True, None) when a live process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now_there = os.stat(path)
+    except BlockingIOError:
+        os.close(fd)
+        return True, None
+    except FileNotFoundError:
+        os.close(fd)
+        return False, None
+    if os.fstat(fd).st_ino != now_there.st_ino:
+        os.close(fd)
+        return False, None
+    return False, fd
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -229,7 +252,17 @@ class _Reconciler:
         if plan_id not in self._facts:
             path = self.cfg.plan_db_path(plan_id)
             try:
-                self._facts[plan_id] = read_plan_facts(path, allow_side_files=self.repair)
+                try:
+                    self._facts[plan_id] = read_plan_facts(path, allow_side_files=self.repair)
+                except WrongDatabaseKind as exc:
+                    # No kind recorded: a plan file in an older shape (e.g. its first open, which
+                    # upgrades it, was killed and rolled back). Repair opens it as plandb does,
+                    # which upgrades it; a file that is not a plan at all is refused untouched.
+                    if not self.repair or exc.found is not None:
+                        raise
+                    with self.repo._open(path, "plan", create=False):
+                        pass
+                    self._facts[plan_id] = read_plan_facts(path, allow_side_files=True)
             except FileNotFoundError as exc:
                 self._facts[plan_id] = PlanDBError(f"{path}: missing ({exc})")
             except PlanDBError as exc:
@@ -257,7 +290,10 @@ class _Reconciler:
 
     def _registry_row(self, plan_id: int) -> tuple | None:
         """The row as it is now (a fresh read, not the snapshot the run started from)."""
-        with self.repo._registry() as conn, read(conn, self.cfg.main_db_path):
+        main = self.cfg.main_db_path
+        if not self.repair:
+            return read_file(main, lambda conn: reg.get_row(conn, plan_id))
+        with self.repo._registry() as conn, read(conn, main):
             return reg.get_row(conn, plan_id)
 
     def _sync_from_file(self, conn, row: _Row, facts: PlanFacts) -> None:
@@ -355,17 +391,16 @@ class _Reconciler:
 
     def ready(self, row: _Row, has_file: bool) -> None:
         path = self.cfg.plan_db_path(row.id)
-        if not has_file:
-            if self.repair:
-                # A delete_plan running right now is not a problem: look again.
-                current = self._registry_row(row.id)
-                if current is None or current[8] != "ready" or path.exists():
-                    return
+        facts = self.facts(row.id) if has_file else None
+        if facts is None or (isinstance(facts, PlanDBError) and not path.exists()):
+            # A delete_plan running right now is not a problem: look at the row again.
+            current = self._registry_row(row.id)
+            if current is None or current[8] != "ready" or path.exists():
+                return
             self.problem("missing_file", row.id, path,
                          "the registry lists this plan but its file is gone; the row is kept "
                          "(restore the file from backups/, or delete_plan it)")
             return
-        facts = self.facts(row.id)
         if isinstance(facts, PlanDBError):
             self.problem("unreadable_file", row.id, path, str(facts))
             return
@@ -428,24 +463,30 @@ class _Reconciler:
             if row is not None and row.state == "creating" and not self.repair:
                 continue  # reported with its row
             if not self.repair:
-                if not lock_held(lock_path):
+                left = [p for p in paths if p.exists()]  # a creator may have finished since
+                if left and not lock_held(lock_path):
                     self.problem("stale_building_file", pid, building,
                                  "leftovers of a create_plan that died: would remove "
-                                 + ", ".join(p.name for p in sorted(paths)))
+                                 + ", ".join(p.name for p in sorted(left)))
                 continue
-            lock = try_lock(lock_path)
-            if lock is None:
+            busy, lock = _lock_existing(lock_path)
+            if busy:
                 continue  # a create_plan in progress
             try:
                 current = self._registry_row(pid)
                 if current is not None and current[8] == "creating":
                     continue  # its row was left alone above; so are its files
-                _remove([p for p in paths if p != lock_path])
+                left = [p for p in paths if p != lock_path and p.exists()]
+                _remove(left)
+                if lock is not None:
+                    left.append(lock_path)  # removed by unlock() below
             finally:
-                unlock(lock, lock_path)
-            self.problem("stale_building_file", pid, building,
-                         "leftovers of a create_plan that died: removed "
-                         + ", ".join(p.name for p in sorted(paths)), True)
+                if lock is not None:
+                    unlock(lock, lock_path)
+            if left:
+                self.problem("stale_building_file", pid, building,
+                             "leftovers of a create_plan that died: removed "
+                             + ", ".join(p.name for p in sorted(left)), True)
         for name, (pid, paths) in sorted(templates.items()):
             if pid == os.getpid() or _pid_alive(pid):
                 continue
@@ -457,6 +498,8 @@ class _Reconciler:
 
     def orphan(self, plan_id: int, path: Path) -> None:
         facts = self.facts(plan_id)
+        if isinstance(facts, PlanDBError) and not path.exists():
+            return  # deleted meanwhile
         if isinstance(facts, PlanDBError):
             self.problem("unreadable_file", plan_id, path, str(facts))
             return
