@@ -58,7 +58,7 @@ import apsw
 from . import schema
 from .config import DatabaseConfig, check_plan_id
 from .connection import ConnectionPool, Handle, configure_connection, open_connection
-from .errors import InvalidInput, PlanDBError, PlanNotFound, translate
+from .errors import CorruptDatabase, InvalidInput, PlanDBError, PlanNotFound, translate
 from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
 from .payload import Payloads, clean_name
 from .records import RecordsMixin
@@ -106,6 +106,19 @@ def _earlier(index: Any, i: int) -> int:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < i:
         raise IndexError(index)
     return index
+
+
+def _empty_file(path: Path) -> bool:
+    """True if `path` has no bytes and no -wal holding its pages."""
+    try:
+        if path.stat().st_size:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        return Path(f"{path}-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def fsync_path(path: Path) -> None:
@@ -177,6 +190,11 @@ class PlanRepository(RecordsMixin):
         timeout = self.config.busy_timeout_ms
 
         def check(conn: apsw.Connection, path: Path) -> None:
+            if kind == "plan" and _empty_file(path):
+                # Plan files are built whole and renamed into place, never empty: an empty one
+                # lost its data (truncated). Building a fresh schema in it would hide that.
+                raise CorruptDatabase(path, "the file is empty (0 bytes): its plan's data is "
+                                            "gone; restore it from a backup")
             schema.ensure_schema(
                 conn, path, kind, backup_dir=backups,
                 configure=lambda: configure_connection(conn, path, timeout))

@@ -59,7 +59,33 @@ def _row_to_node(plan_id: int, row: tuple, rank: int, deps: list[int]) -> PlanNo
 def _task_id(value: Any, what: str = "task id") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{what} must be an integer, got {type(value).__name__}")
+    if not -(2**63) <= value < 2**63:  # SQLite integers are 64-bit; binding it would overflow
+        raise InvalidInput(f"{what} {value!r:.40} is out of range (ids are 64-bit integers)")
     return value
+
+
+def _check_node(nid: Any, node: Any) -> None:
+    """Refuse a node of a tree to store whose fields have the wrong types (InvalidInput)."""
+    _task_id(nid)
+    if not isinstance(node, PlanNode) or node.id != nid:
+        raise InvalidInput(f"tree.nodes[{nid}] must be a PlanNode whose id is {nid}")
+    if node.parent_id is not None:
+        _task_id(node.parent_id, "parent id")
+    if isinstance(node.position, bool) or not isinstance(node.position, int | float):
+        raise InvalidInput(f"task {nid}: position must be a number, "
+                           f"got {type(node.position).__name__}")
+    deps = node.dependencies
+    if not isinstance(deps, list | tuple):
+        raise InvalidInput(f"task {nid}: dependencies must be a list of task ids")
+    for dep in deps:
+        _task_id(dep, "dependency id")
+    if node.context_sections is not None and not isinstance(node.context_sections, list | tuple):
+        raise InvalidInput(f"task {nid}: context_sections must be a list")
+    for what in ("created_at", "context_updated_at"):
+        value = getattr(node, what)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"task {nid}: {what} must be timestamp text, "
+                               f"got {type(value).__name__}")
 
 
 def _subtree_range(path: str) -> tuple[str, str]:
@@ -454,8 +480,10 @@ class PlanStore:
         """Replace every task and edge with `tree` (ids kept); validates before writing."""
         stamp = stamp or self.stamp or now()
         nodes = tree.nodes
+        if not isinstance(nodes, dict):
+            raise InvalidInput("tree.nodes must be a dict of task id -> PlanNode")
         for nid, node in nodes.items():
-            _task_id(nid)
+            _check_node(nid, node)
             if node.parent_id is not None and node.parent_id not in nodes:
                 raise TaskNotFound(self.plan_id, node.parent_id)
             for dep in node.dependencies:
