@@ -21,7 +21,7 @@ carry no secret and answer the question people debug ("was a password set?"). Th
 avoids, each a decision:
 
 - ``tokens`` (plural) counts: ``max_tokens``, ``prompt_tokens``, ``tokens_used`` are kept, and
-  numbers under any token-ish key are kept (``token: 4000``). ``token``, ``auth_token``,
+  finite numbers under any token-ish key are kept (``token: 4000``). ``token``, ``auth_token``,
   ``access_token`` holding text are secrets. ``eos_token``, ``next_page_token`` are not.
 - A key that *ends* in a describing word describes the secret instead of holding it:
   ``token_count``, ``password_policy``, ``password_min_length``, ``secret_name``,
@@ -54,16 +54,20 @@ redacting its result changes nothing, so ``redact(redact(x)) == redact(x)`` hold
 of a secret survives the cut.
 
 **Output** is always serialisable by ``orjson.dumps``: dict keys become ``str`` (``None`` ->
-``"null"``, ``True`` -> ``"true"``, others by ``repr``; keys are redacted too and may collide),
-tuples and sets become lists, bytes are decoded as UTF-8 or replaced by ``[binary data: N
-bytes]``, NaN and infinities become ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, ints outside
-64 bits become strings, any other object becomes its (redacted) ``repr``. :func:`redact` never
-raises and never mutates its input.
+``"null"``, ``True`` -> ``"true"``, numbers by ``str``, others by ``repr``; keys are redacted
+too, so two keys may collide and the later one wins), tuples and sets become lists, bytes are
+decoded as UTF-8 or replaced by ``[binary data: N bytes]``, lone surrogates are escaped, NaN
+and infinities become ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, ints outside 64 bits become
+strings, any other object becomes its redacted ``repr`` (``[unrepresentable Type]`` if that
+raises), and a container found inside itself becomes ``[circular reference]``.
+:func:`redact` never raises and never mutates its input.
 
-**Speed.** Regexes run on every logged string, so each is anchored on a literal prefix (the
-provider regexes form one alternation with a first-character prefilter), bounded or
-possessive so that none can backtrack for long, and passes are skipped when a cheap check
-(``"PRIVATE KEY" in s``, a stem such as ``pass`` or ``token``) finds nothing to do.
+**Speed.** Rules run on every stored string, so each pass is guarded by a check that costs one
+C-level scan: a substring test (``"://"``, ``"private key"``, a key stem such as ``pass`` or
+``token``), and for provider keys an ASCII translation that finds runs of 20+ key characters,
+which prose rarely has; only those runs meet the provider regex. Every regex starts with a
+literal and is bounded or possessive, and a match cannot start inside a run another attempt
+consumed, so none backtracks for long. Short strings already found clean are remembered.
 """
 
 from __future__ import annotations
@@ -513,8 +517,11 @@ class Redactor:
             return text  # `xBearer ...` is some other word
         bearer, basic = match.group(1), match.group(2)
         if bearer is not None:
-            # A real token has a digit or punctuation; `Bearer authentication` does not.
-            looks_secret = not bearer.isalpha()
+            # A generated token has a digit, or mixes cases over some length; words such as
+            # `Bearer authentication.` or `Bearer token-based` have neither.
+            looks_secret = any(c.isdigit() for c in bearer) or (
+                len(bearer) >= 16 and not bearer.islower() and not bearer.isupper()
+            )
             credential = bearer
         else:
             looks_secret = rules.is_basic_credential(basic)
@@ -579,9 +586,9 @@ class Redactor:
             floor = max(pos, start - _MAX_KEY_IN_TEXT)
             while start > floor and text[start - 1] in rules.IDENT_CHARS:
                 start -= 1
+            too_long = start == floor > pos and text[start - 1] in rules.IDENT_CHARS
             end = rules.IDENT_TAIL.match(text, hit).end()
             pos = end
-            too_long = start == floor > pos and text[start - 1] in rules.IDENT_CHARS
             if too_long or end - start > _MAX_KEY_IN_TEXT or end >= size:
                 continue  # a run this long is data (base64, a path), not a key name
             if text.endswith("://", 0, start):

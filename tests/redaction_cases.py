@@ -266,6 +266,7 @@ BENIGN_CASES: list[tuple[str, Any]] = [
     ("prose-tokenizer", "the tokenizer splits tokens into subwords; 4000 tokens max"),
     ("prose-forgot", "Forgot password? Your API key was rotated yesterday."),
     ("prose-bearer", "Bearer tokens are described in RFC 6750; the bearer of this letter is trusted."),
+    ("prose-bearer-words", "Use Bearer authentication. Bearer token-based flows are common."),
     ("prose-basic", "Basic usage: call fetch() with a timeout. Basic authentication is discouraged."),
     ("prose-auth-header", "The Authorization header is missing from the request."),
     ("prose-keyvalue", "Store key: value pairs in the cache table."),
