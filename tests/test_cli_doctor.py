@@ -187,3 +187,19 @@ def test_confirm_damage_rechecks_through_a_normal_connection(db_root: Path):
     garbage = db_root / "plans" / "plan_50.sqlite"
     garbage.write_bytes(os.urandom(9000))
     assert confirm_damage(garbage)
+
+
+def test_an_empty_plan_file_is_reported_and_quarantined(db_root: Path):
+    """A plan file truncated to 0 bytes would pass integrity_check (an empty database is
+    valid SQLite); it is reported as lost data and moved aside, not treated as healthy."""
+    with PlanRepository(db_root) as repo:
+        pid = make_plan(repo, "alpha")
+    path = db_root / "plans" / f"plan_{pid}.sqlite"
+    path.write_bytes(b"")
+    report = cli_json(db_root, "inspect", code=1)
+    assert kinds(report) == {"empty_plan_file": {f"plans/plan_{pid}.sqlite"}}
+    report = cli_json(db_root, "doctor", "--repair", code=1)
+    found = {p["kind"]: p for p in report["problems"]}
+    assert found["empty_plan_file"]["repaired"] is True
+    assert (Path(report["quarantine"]) / "plans" / f"plan_{pid}.sqlite").exists()
+    assert found["missing_file"]["repaired"] is False  # the row stays for a person to decide

@@ -35,8 +35,8 @@ from .scan import database_files
 
 # Problems about one file, found by the integrity pass; the rest come from reconcile.
 FILE_PROBLEMS = {"corrupt", "check_failed", "needs_recovery", "unreadable", "schema_too_new",
-                 "wrong_kind", "unexpected_file"}
-QUARANTINE = {"corrupt", "check_failed", "unreadable"}
+                 "wrong_kind", "unexpected_file", "empty_plan_file"}
+QUARANTINE = {"corrupt", "check_failed", "unreadable", "empty_plan_file"}
 LEFT_ALONE = {
     "schema_too_new": "left alone: upgrade plandb to read it",
     "wrong_kind": "left alone: move it where its kind belongs, or away from the root",
@@ -158,8 +158,9 @@ def _repair_files(root: Path, problems: list[Problem], report: DoctorReport) -> 
             except PlanDBError as exc:
                 p.detail += f"; recovery failed: {exc}"
         if p.kind in QUARANTINE or p.kind == "needs_recovery":
-            try:
-                damage = confirm_damage(root / p.path)
+            try:  # (an empty plan file passes integrity_check: emptiness is its damage)
+                damage = p.detail if p.kind == "empty_plan_file" else confirm_damage(
+                    root / p.path)
             except PlanDBError:
                 p.action = "left alone: busy, try again when writers are idle"
                 continue

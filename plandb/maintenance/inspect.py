@@ -63,6 +63,7 @@ PROBLEM_KINDS = {
     "creating_row": "a registry row left in state 'creating' (a create cut short)",
     "deleting_row": "a registry row left in state 'deleting' (a delete cut short)",
     "corrupt": "not a SQLite database, truncated, or damaged",
+    "empty_plan_file": "a plan file with no tables: its data is gone",
     "check_failed": "quick_check / integrity_check reported errors",
     "needs_recovery": "a -wal without its -shm: reading needs a write (doctor --repair)",
     "unreadable": "the file could not be opened or read",
@@ -172,6 +173,12 @@ def _read(conn: apsw.Connection, path: Path, check: str | None,
 def _schema_status(state: schema.FileState, f: DbFile, problems: list[Problem]):
     """(kind, version, latest, status, legacy) and any schema problem of one file."""
     kind = state.kind or f.expected_kind
+    if f.expected_kind == "plan" and state.is_empty:
+        # Plan files are built whole and renamed into place, never empty: an empty one has
+        # lost its data (truncated), and opening it would only hide that.
+        problems.append(Problem("empty_plan_file", f.rel, "the plan file holds no tables "
+                                "(0 bytes or truncated): its data is gone", f.plan_id))
+        return None, 0, schema.latest_version("plan"), "unknown", False
     if kind not in schema.KINDS:
         if f.expected_kind is None:
             problems.append(Problem("unexpected_file", f.rel, "not a plandb database file"))
