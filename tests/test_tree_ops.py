@@ -8,7 +8,10 @@ from contextlib import contextmanager
 
 import apsw
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from plandb import jsonutil
 from plandb.errors import (
     DependencyCycle,
     InvalidId,
@@ -489,3 +492,26 @@ def test_plan_session_binds_the_plan_and_refresh_rereads(repo, plan_id):
     assert session.summary().id == plan_id
     with pytest.raises(InvalidId):
         repo.session(0)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(min_size=1, max_size=60).filter(lambda s: s.strip() and "\x00" not in s),
+       metadata=st.dictionaries(st.text(max_size=8), _json, max_size=5),
+       sections=st.lists(_json, max_size=4))
+def test_any_text_and_json_round_trip_as_the_payload_layer_stored_them(
+        repo, plan_id, name, metadata, sections):
+    node = repo.create_task(plan_id, name=name, metadata=metadata)
+    node = repo.update_task(plan_id, node.id, context_sections=sections)
+    assert node.name == repo.payloads.text(name)
+    assert node.metadata == (jsonutil.loads(repo.payloads.json(metadata)) or {})
+    assert node.context_sections == jsonutil.loads(repo.payloads.json(sections))
+    assert repo.get_plan_tree(plan_id).nodes[node.id] == node
