@@ -273,6 +273,8 @@ class Redactor:
     def _walk(self, value: Any, depth: int, active: set[int]) -> Any:
         t = type(value)
         if t is str:
+            if len(value) <= _CLEAN_MAX and value in self._clean:
+                return value  # the common case, without a call
             return self._text(value)
         if value is None or t is bool:
             return value
@@ -312,9 +314,16 @@ class Redactor:
         size = len(value)
         keep = size if size <= self.max_items else self.max_items - 1
         out: dict[str, Any] = {}
+        clean, kinds = self._clean, self._key_cache
         for key, item in islice(dict.items(value), keep):
-            text = self._key_text(key)
-            kind = self._key_kind(text)
+            # Keys repeat across payloads: known-clean text and cached kinds skip the calls.
+            if type(key) is str and len(key) <= _CLEAN_MAX and key in clean:
+                text = key
+            else:
+                text = self._key_text(key)
+            kind = kinds.get(text)
+            if kind is None:
+                kind = self._key_kind(text)
             if kind:
                 out[text] = self._sensitive_value(item, kind, depth, active)
             else:
