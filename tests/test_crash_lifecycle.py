@@ -481,3 +481,23 @@ def test_templates_of_dead_processes_are_removed(db_root: Path):
         assert str(dead.pid) in report.problems[0].detail
     assert sorted(p.name for p in temp.iterdir()) == [
         f"template-{os.getpid()}-7.sqlite", f"template-{os.getpid()}-7.sqlite.lock"]
+
+
+def test_values_a_plan_file_does_not_hold_are_kept_in_the_registry(db_root: Path):
+    """A legacy file without owner/description in plan_meta says nothing about them: the
+    registry keeps its values instead of losing them to None."""
+    with PlanRepository(db_root) as repo:
+        pid = repo.create_plan("p", owner="ana", description="d", metadata={"k": 1}).id
+    conn = apsw.Connection(str(db_root / "plans" / f"plan_{pid}.sqlite"))
+    try:
+        conn.execute("DELETE FROM plan_meta WHERE key IN ('owner', 'description', 'metadata')")
+        conn.execute("UPDATE plan_meta SET value = 'new title' WHERE key = 'title'")
+    finally:
+        conn.close()
+    with PlanRepository(db_root) as repo:
+        report = reconcile(repo, repair=True)
+        assert [(p.kind, p.detail) for p in report.problems] == [
+            ("registry_meta_mismatch", "registry values differ from the file's plan_meta: title")]
+        s = repo.get_plan_summary(pid)
+        assert (s.title, s.owner, s.description, s.metadata) == ("new title", "ana", "d", {"k": 1})
+        assert reconcile(repo).problems == []

@@ -230,6 +230,15 @@ def _remove(paths: list[Path]) -> None:
             pass
 
 
+def _mirrored(facts: PlanFacts) -> dict[str, Any]:
+    """The registry columns that mirror plan_meta, from the file. A value the file does not
+    hold (None: legacy files, or never set) leaves the registry's as it is: nothing is lost,
+    and update_plan never sets one back to None."""
+    values = {"title": facts.title, "description": facts.description, "owner": facts.owner,
+              "metadata": facts.metadata}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 class _Reconciler:
     def __init__(self, repo: PlanRepository, repair: bool):
         self.repo = repo
@@ -299,12 +308,7 @@ class _Reconciler:
     def _sync_from_file(self, conn, row: _Row, facts: PlanFacts) -> None:
         """Copy what the registry mirrors from the file into the row (inside a transaction)."""
         stamp = max(row.updated_at or "", facts.updated_at or "") or now()
-        values: dict[str, Any] = {}
-        if facts.title is not None:
-            values["title"] = facts.title
-        values.update(description=facts.description, owner=facts.owner,
-                      metadata=facts.metadata)
-        reg.update_plan(conn, row.id, values, stamp)
+        reg.update_plan(conn, row.id, _mirrored(facts), stamp)
         reg.sync_counts(conn, [(row.id, facts.task_count, stamp)])
 
     # --- the passes ------------------------------------------------------------------------
@@ -411,15 +415,13 @@ class _Reconciler:
         stale = row.id not in self.pending and (
             facts.task_count != row.task_count
             or (facts.updated_at or "") > (row.updated_at or ""))
+        mine = {"title": row.title, "description": row.description, "owner": row.owner,
+                "metadata": row.metadata}
         mismatched = [
-            name for name, mine, theirs in (
-                ("title", row.title, facts.title if facts.title is not None else row.title),
-                ("description", row.description, facts.description),
-                ("owner", row.owner, facts.owner),
-            ) if mine != theirs
+            key for key, theirs in _mirrored(facts).items()
+            if (jsonutil.loads(mine[key], {}) != jsonutil.loads(theirs, {}) if key == "metadata"
+                else mine[key] != theirs)
         ]
-        if jsonutil.loads(row.metadata, {}) != jsonutil.loads(facts.metadata, {}):
-            mismatched.append("metadata")
         if not stale and not mismatched:
             return
         repaired = False
@@ -436,8 +438,8 @@ class _Reconciler:
                          repaired)
         if mismatched:
             self.problem("registry_meta_mismatch", row.id, path,
-                         f"registry {', '.join(mismatched)} differ from the file's plan_meta",
-                         repaired)
+                         "registry values differ from the file's plan_meta: "
+                         + ", ".join(mismatched), repaired)
 
     def temp_leftovers(self, rows: dict[int, _Row]) -> None:
         temp = self.cfg.folder("temp")
