@@ -111,7 +111,7 @@ class SiblingCache:
 class PlanStore:
     """Tree operations on one open plan file. Cheap to construct; holds no state of its own."""
 
-    __slots__ = ("conn", "plan_id", "payloads", "siblings", "stamp")
+    __slots__ = ("conn", "plan_id", "payloads", "siblings", "stamp", "version_checked")
 
     def __init__(self, conn: apsw.Connection, plan_id: int, payloads: Payloads,
                  siblings: SiblingCache | None = None):
@@ -122,6 +122,7 @@ class PlanStore:
         # The enclosing write's timestamp (set by the repository): rows written in one
         # transaction share it, and now() is not paid per row.
         self.stamp: str | None = None
+        self.version_checked = False
 
     # --- small reads -----------------------------------------------------------------------
 
@@ -189,7 +190,11 @@ class PlanStore:
 
     def _append_key(self, parent_id: int | None) -> tuple[int, int]:
         """(key, rank) for a new last child of `parent_id`; O(log n) via the sibling cache."""
-        self.siblings.check(self.conn)
+        if not self.version_checked:
+            # data_version only moves when another connection commits, which cannot happen
+            # while the repository's write transaction (stamp set) holds the lock: once is enough.
+            self.siblings.check(self.conn)
+            self.version_checked = self.stamp is not None
         group = self.siblings.groups.get(parent_id)
         if group is None:
             where, params = self._sibling_keys_sql(parent_id)
