@@ -630,10 +630,11 @@ class Redactor:
 
     def _value_span(self, text: str, start: int, end: int, key: str) -> tuple[int, int] | None:
         """Where the secret value after `key` lies, or None if `key` holds no secret."""
-        if start and text[start - 1] == "<" and text[end] == ">":  # <password>x</password>
-            kind = self._key_kind(key)
-            if not kind:
-                return None
+        kind = self._key_kind(key)
+        spaced = not kind and start > 1 and text[start - 1] == " "
+        if not kind and not spaced:
+            return None  # most stems sit in ordinary words: decide before any regex runs
+        if kind and text[start - 1] == "<" and text[end] == ">":  # <password>x</password>
             value_start = end + 1
             value_end = rules.XML_VALUE.match(text, value_start).end()
             return self._accept(text, value_start, value_end, kind, quoted=True)
@@ -642,11 +643,10 @@ class Redactor:
             sep = rules.FLAG_SEP.match(text, end)
         if sep is None:
             return None
-        kind = self._key_kind(key)
-        if not kind and start > 1 and text[start - 1] == " ":
+        if spaced:
             kind = self._spaced_key_kind(text, start, end)
-        if not kind:
-            return None
+            if not kind:
+                return None
         p = sep.end()
         if p >= len(text):
             return None

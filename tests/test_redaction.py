@@ -494,6 +494,18 @@ ADVERSARIAL = {
     "spaces": " " * N,
     "dashes": "-" * N,
     "cookie": "Cookie: " + "a=b; " * (N // 5),
+    # Shapes that once made a search quadratic: a match attempt that consumes a long run and
+    # then fails, retried from every position inside the run.
+    "jwt-dash-runs": ("-eyJ" + "a" * 16) * (N // 20),
+    "sendgrid-dash-runs": ("-SG." + "a" * 16) * (N // 20),
+    "openai-lowercase": "sk-" + "a" * N,
+    "openai-mixed": "sk-A" * (N // 4),
+    "huggingface-prefix": "hf_" * (N // 3),
+    "url-at-password": "://u:" + "p@" * (N // 2),
+    "key-colons": "key:" * (N // 4),
+    "token-counts": "token: 1 " * (N // 9),
+    "pem-escaped-newlines": "-----BEGIN PRIVATE KEY-----" + "\\n" * (N // 2),
+    "discord-prefix": ("https://discord.com/api/webhooks/" + "1" * 10) * (N // 43),
 }
 
 
