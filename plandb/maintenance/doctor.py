@@ -245,13 +245,15 @@ def doctor_root(config: DatabaseConfig, *, repair: bool = False,
     else:
         # Without --repair, the job index check opens files read-write (never changing them),
         # so it runs only when that cannot upgrade or create a file.
-        reindex = repair or (config.system_jobs_db_path.exists() and all(
-            f.schema_status == "current" for f in insp.files if f.expected_kind))
+        has_jobs_file = config.system_jobs_db_path.exists()
+        all_current = all(f.schema_status == "current" for f in insp.files if f.expected_kind)
+        reindex = repair or (has_jobs_file and all_current)
         try:
             rec, jobs = _reconcile(config, repair, reindex)
             if not reindex:
-                report.notes.append("job index not checked (it runs with --repair, or once "
-                                    "every file is at the current schema)")
+                why = ("jobs/system_jobs.sqlite does not exist and the check would create it"
+                       if not has_jobs_file else "some files need a schema upgrade first")
+                report.notes.append(f"job index not checked without --repair: {why}")
         except PlanDBError as exc:
             report.notes.append(f"reconcile failed: {exc}")
             report.problems.append(Problem("reconcile_failed", None, str(exc)))
