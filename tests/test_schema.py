@@ -66,8 +66,10 @@ def extra_step(tmp_path, monkeypatch):
 def test_every_kind_creates_fresh_with_kind_and_version(tmp_path):
     cfg = DatabaseConfig(tmp_path)
     with PlanRepository(cfg) as repo:
+        plan_file = cfg.plan_db_path(repo.create_plan("p").id)
         for kind in sch.KINDS:
-            path = cfg.temp_db_path(f"fresh-{kind}")
+            # Plan files only come from create_plan (an empty plan file is lost data).
+            path = plan_file if kind == "plan" else cfg.temp_db_path(f"fresh-{kind}")
             with repo._open(path, kind) as conn:
                 state = sch.read_state(conn)
             assert state.kind == kind
