@@ -477,7 +477,8 @@ class Redactor:
 
     def _mask_tokens(self, text: str) -> str:
         """Mask provider key shapes, searching only long runs of key characters."""
-        runs = text.encode("ascii", "replace").translate(rules.RUN_TABLE)
+        ascii_text = text.encode("ascii", "replace")
+        runs = ascii_text.translate(rules.RUN_TABLE)
         run = runs.find(rules.RUN_SEED)
         if run < 0:
             return text
@@ -488,6 +489,13 @@ class Redactor:
             end = runs.find(b" ", run)
             if end < 0:
                 end = len(text)
+            chunk = ascii_text[run:end]
+            if not chunk.strip(rules.HEX_CHARS) or not chunk.translate(None, rules.PLAIN_CHARS):
+                # Hex runs (git SHAs, UUIDs, digests) and runs of lower-case words (`raise_for_
+                # status`) are common in logs and cannot hold a key: every prefix has a non-hex
+                # letter, and every generated key has a digit or an upper-case letter.
+                run = runs.find(rules.RUN_SEED, end)
+                continue
             pos = max(last, run - rules.RUN_LEAD)
             while (match := search(text, pos, end)) is not None:
                 out.append(text[last : match.start()])

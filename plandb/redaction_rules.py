@@ -2,9 +2,9 @@
 are secrets, as tables and the compiled matchers built from them.
 
 Kept apart from the engine (walking values, applying limits, logging) so that adding a
-provider prefix or a key word is a one-line change that can be reviewed on its own. Sources: Sentry's scrubber denylist and Relay's key regex for
-key names; gitleaks' default rules and detect-secrets' plugins for value shapes. Nothing here
-imports plandb.
+provider prefix or a key word is a one-line change that can be reviewed on its own. Sources:
+Sentry's scrubber denylist and Relay's key regex for key names; gitleaks' default rules and
+detect-secrets' plugins for value shapes. Nothing here imports plandb.
 """
 
 from __future__ import annotations
@@ -135,8 +135,10 @@ BENIGN_VALUES: frozenset[str] = frozenset(
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=~"
 MIN_TOKEN_LENGTH = 20
 PROVIDER_PATTERNS: tuple[tuple[str, str, bool], ...] = (
-    ("eyJ", r"[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+(?:\.[A-Za-z0-9_-]*+){0,2}", True),  # JWT / JWE
-    ("sk-", r"(?=[a-z_-]{0,100}+[A-Z0-9])[A-Za-z0-9_-]{20,}+", True),  # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), OpenRouter, DeepSeek
+    # JWT / JWE: header.payload.signature, base64url, the header always `{"...` = `eyJ`
+    ("eyJ", r"[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+(?:\.[A-Za-z0-9_-]*+){0,2}", True),
+    # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), OpenRouter (sk-or-), DeepSeek
+    ("sk-", r"(?=[a-z_-]{0,100}+[A-Z0-9])[A-Za-z0-9_-]{20,}+", True),
     ("sk_live_", r"[A-Za-z0-9]{12,}+", True),  # Stripe secret keys
     ("sk_test_", r"[A-Za-z0-9]{12,}+", True),
     ("rk_live_", r"[A-Za-z0-9]{12,}+", True),  # Stripe restricted keys
@@ -280,6 +282,9 @@ TOKEN_RE = _build_token_regex()
 # with bytes.find is far faster than any regex, and ordinary prose has almost none.
 RUN_TABLE = bytes(0x78 if chr(i) in TOKEN_CHARS else 0x20 for i in range(256))
 RUN_SEED = b"x" * MIN_TOKEN_LENGTH
+# Runs made only of these cannot hold a provider key (see redaction._mask_tokens).
+HEX_CHARS = b"0123456789abcdefABCDEF-"
+PLAIN_CHARS = b"abcdefghijklmnopqrstuvwxyz_-.+/=~"
 # How far before a run a match may start: `https:` before `//hooks.slack.com/...`, the
 # `123456789:` of a Telegram bot token.
 RUN_LEAD = 12

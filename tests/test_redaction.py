@@ -85,7 +85,9 @@ def test_case_tables_are_big_enough():
     ("value", "gone", "kept"),
     [pytest.param(v, g, k, id=cid) for cid, v, g, k in SECRET_CASES],
 )
-def test_secret_is_gone_and_context_remains(value: Any, gone: tuple[str, ...], kept: tuple[str, ...]):
+def test_secret_is_gone_and_context_remains(
+    value: Any, gone: tuple[str, ...], kept: tuple[str, ...]
+):
     out = redact(value)
     text = "\n".join(strings_in(out))
     dumped = orjson.dumps(out).decode()
@@ -146,19 +148,70 @@ def test_key_words_split_every_spelling(key: str, words: tuple[str, ...]):
 
 
 SENSITIVE_KEYS = [
-    "password", "Password", "PASSWORD", "db_password", "dbPassword", "db-password", "passwd",
-    "api_key", "apiKey", "x-api-key", "X_API_KEY", "OPENAI_API_KEY", "access_token",
-    "refresh_token", "auth_token", "token", "client_secret", "secret", "credentials",
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "private_key",
-    "aws_secret_access_key", "sessionid", "mysql_pwd", "PWD", "db_pass", "session_token",
+    "password",
+    "Password",
+    "PASSWORD",
+    "db_password",
+    "dbPassword",
+    "db-password",
+    "passwd",
+    "api_key",
+    "apiKey",
+    "x-api-key",
+    "X_API_KEY",
+    "OPENAI_API_KEY",
+    "access_token",
+    "refresh_token",
+    "auth_token",
+    "token",
+    "client_secret",
+    "secret",
+    "credentials",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "private_key",
+    "aws_secret_access_key",
+    "sessionid",
+    "mysql_pwd",
+    "PWD",
+    "db_pass",
+    "session_token",
 ]
 LOOK_ALIKE_KEYS = [
-    "max_tokens", "prompt_tokens", "completion_tokens", "token_count", "num_tokens",
-    "tokenizer", "tokens_used", "tokens", "key", "primary_key", "keyword", "keywords",
-    "key_id", "signature", "author", "password_policy", "password_min_length",
-    "token_type", "secret_name", "api_key_id", "private_key_path", "eos_token",
-    "next_page_token", "session", "session_id", "passwordless", "first_pass", "monkey",
-    "OAuth", "auth_method", "credentials_file", "password_file",
+    "max_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "token_count",
+    "num_tokens",
+    "tokenizer",
+    "tokens_used",
+    "tokens",
+    "key",
+    "primary_key",
+    "keyword",
+    "keywords",
+    "key_id",
+    "signature",
+    "author",
+    "password_policy",
+    "password_min_length",
+    "token_type",
+    "secret_name",
+    "api_key_id",
+    "private_key_path",
+    "eos_token",
+    "next_page_token",
+    "session",
+    "session_id",
+    "passwordless",
+    "first_pass",
+    "monkey",
+    "OAuth",
+    "auth_method",
+    "credentials_file",
+    "password_file",
 ]
 
 
@@ -188,10 +241,24 @@ def test_none_and_booleans_under_sensitive_keys_are_kept(value: Any):
 
 
 def test_numbers_under_token_keys_are_counts_but_text_is_a_secret():
-    out = redact({"token": 4000, "access_token": "opaque-1", "max_token": 64, "auth_token": 1.5,
-                  "id_token": 10**30, "refresh_token": math.inf})
-    assert out == {"token": 4000, "access_token": REDACTED, "max_token": 64, "auth_token": 1.5,
-                   "id_token": str(10**30), "refresh_token": REDACTED}
+    out = redact(
+        {
+            "token": 4000,
+            "access_token": "opaque-1",
+            "max_token": 64,
+            "auth_token": 1.5,
+            "id_token": 10**30,
+            "refresh_token": math.inf,
+        }
+    )
+    assert out == {
+        "token": 4000,
+        "access_token": REDACTED,
+        "max_token": 64,
+        "auth_token": 1.5,
+        "id_token": str(10**30),
+        "refresh_token": REDACTED,
+    }
     assert redact("token: 4000, token: abc12") == f"token: 4000, token: {REDACTED}"
 
 
@@ -201,9 +268,15 @@ def test_bare_pwd_keeps_paths_only():
 
 
 def test_extra_keys_and_patterns():
-    r = Redactor(extra_keys=["ssn", "cardNumber"], extra_patterns=[r"EMP-\d{6}", r"pin=(?P<secret>\d{4})"])
+    r = Redactor(
+        extra_keys=["ssn", "cardNumber"], extra_patterns=[r"EMP-\d{6}", r"pin=(?P<secret>\d{4})"]
+    )
     out = r.redact({"SSN": "123-45-6789", "card_number": "4111", "note": "EMP-123456 pin=1234 ok"})
-    assert out == {"SSN": REDACTED, "card_number": REDACTED, "note": f"{REDACTED} pin={REDACTED} ok"}
+    assert out == {
+        "SSN": REDACTED,
+        "card_number": REDACTED,
+        "note": f"{REDACTED} pin={REDACTED} ok",
+    }
     assert r.redact_text("my cardNumber: 4111111111111111") == f"my cardNumber: {REDACTED}"
     assert redact({"ssn": "123-45-6789"}) == {"ssn": "123-45-6789"}  # default instance unaffected
 
@@ -232,21 +305,54 @@ class Weird(str):
 
 def test_types_become_json_types():
     value = {
-        7: "int key", None: "none key", True: "bool key", 2.5: "float key", ("t", 1): "tuple key",
-        "nan": math.nan, "inf": math.inf, "ninf": -math.inf, "big": 2**70, "neg": -(2**64),
-        "tuple": (1, 2), "set": {3}, "frozen": frozenset({4}), "deque": deque([5]),
-        "bytes": b"hello", "binary": b"\xff\xfe\x00", "bytearray": bytearray(b"ab"),
-        "memoryview": memoryview(b"mv"), "enum": Color.RED, "str_sub": Weird("plain"),
-        "obj": Boom(), "bad_repr": BadReprType(), "surrogate": "x\udc80y",
+        7: "int key",
+        None: "none key",
+        True: "bool key",
+        2.5: "float key",
+        ("t", 1): "tuple key",
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "big": 2**70,
+        "neg": -(2**64),
+        "tuple": (1, 2),
+        "set": {3},
+        "frozen": frozenset({4}),
+        "deque": deque([5]),
+        "bytes": b"hello",
+        "binary": b"\xff\xfe\x00",
+        "bytearray": bytearray(b"ab"),
+        "memoryview": memoryview(b"mv"),
+        "enum": Color.RED,
+        "str_sub": Weird("plain"),
+        "obj": Boom(),
+        "bad_repr": BadReprType(),
+        "surrogate": "x\udc80y",
     }
     out = redact(value)
     assert out == {
-        "7": "int key", "null": "none key", "true": "bool key", "2.5": "float key",
-        "('t', 1)": "tuple key", "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity",
-        "big": str(2**70), "neg": str(-(2**64)), "tuple": [1, 2], "set": [3], "frozen": [4],
-        "deque": [5], "bytes": "hello", "binary": BINARY_TEMPLATE.format(n=3),
-        "bytearray": "ab", "memoryview": "mv", "enum": 1, "str_sub": "plain",
-        "obj": "[unrepresentable Boom]", "bad_repr": "[unrepresentable BadReprType]",
+        "7": "int key",
+        "null": "none key",
+        "true": "bool key",
+        "2.5": "float key",
+        "('t', 1)": "tuple key",
+        "nan": "NaN",
+        "inf": "Infinity",
+        "ninf": "-Infinity",
+        "big": str(2**70),
+        "neg": str(-(2**64)),
+        "tuple": [1, 2],
+        "set": [3],
+        "frozen": [4],
+        "deque": [5],
+        "bytes": "hello",
+        "binary": BINARY_TEMPLATE.format(n=3),
+        "bytearray": "ab",
+        "memoryview": "mv",
+        "enum": 1,
+        "str_sub": "plain",
+        "obj": "[unrepresentable Boom]",
+        "bad_repr": "[unrepresentable BadReprType]",
         "surrogate": "x\\udc80y",
     }
     assert type(out["str_sub"]) is str and type(out["enum"]) is int
@@ -301,8 +407,14 @@ def test_marker_validation(marker: str, ok: bool):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_string": 10}, {"max_items": 0}, {"max_depth": 0}, {"max_depth": 1000},
-     {"extra_patterns": [r"\[REDACTED\]"]}, {"extra_patterns": [r"x*"]}],
+    [
+        {"max_string": 10},
+        {"max_items": 0},
+        {"max_depth": 0},
+        {"max_depth": 1000},
+        {"extra_patterns": [r"\[REDACTED\]"]},
+        {"extra_patterns": [r"x*"]},
+    ],
 )
 def test_bad_configuration_is_refused(kwargs: dict[str, Any]):
     with pytest.raises(ValueError):
@@ -404,7 +516,9 @@ def log_stream():
 def test_filter_redacts_message_args_and_extra(log_stream):
     logger, stream = log_stream
     logger.info(
-        "calling %s with %s", "https://api.example.com", {"Authorization": f"Bearer {OPENAI}"},
+        "calling %s with %s",
+        "https://api.example.com",
+        {"Authorization": f"Bearer {OPENAI}"},
         extra={"detail": f"git clone https://u:{GITHUB}@github.com/x", "api_key": "opaque-e-1"},
     )
     line = stream.getvalue()
@@ -530,18 +644,60 @@ def test_adversarial_secrets_are_still_found():
 # --- properties -----------------------------------------------------------------------------------
 
 FRAGMENTS = [
-    "password", "=", ":", " ", '"', "'", "\n", "Bearer ", "Basic ", "://", "@", "sk-", "ghp_", "eyJ",
-    ".", "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "token", "api_key",
-    "--password ", "<password>", "</password>", "AKIA", "Q~", "123456789:AA", REDACTED,
-    " …[truncated 5 chars]", "Cookie: ", "xoxb-", "A" * 20, "1234567890", '\\"', "PWD=", "/home",
-    "abcdefghij", "_", "-", ";", "&", "Authorization: ", "dXNlcjpwYXNz", "[… 2 more items]",
+    "password",
+    "=",
+    ":",
+    " ",
+    '"',
+    "'",
+    "\n",
+    "Bearer ",
+    "Basic ",
+    "://",
+    "@",
+    "sk-",
+    "ghp_",
+    "eyJ",
+    ".",
+    "-----BEGIN PRIVATE KEY-----",
+    "-----END PRIVATE KEY-----",
+    "token",
+    "api_key",
+    "--password ",
+    "<password>",
+    "</password>",
+    "AKIA",
+    "Q~",
+    "123456789:AA",
+    REDACTED,
+    " …[truncated 5 chars]",
+    "Cookie: ",
+    "xoxb-",
+    "A" * 20,
+    "1234567890",
+    '\\"',
+    "PWD=",
+    "/home",
+    "abcdefghij",
+    "_",
+    "-",
+    ";",
+    "&",
+    "Authorization: ",
+    "dXNlcjpwYXNz",
+    "[… 2 more items]",
 ]
 texts = st.one_of(
     st.text(max_size=40),
     st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=30).map("".join),
 )
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), texts, st.binary(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    texts,
+    st.binary(max_size=20),
 )
 keys = st.one_of(texts, st.sampled_from(["password", "token", "max_tokens", "key", "PWD", "note"]))
 json_like = st.recursive(
@@ -611,7 +767,9 @@ SECRET_SHAPES: list[st.SearchStrategy[tuple[str, str]]] = [
     random_run(ALNUM, 16).map(lambda s: (f"postgres://app:{s}@db:5432/x", s)),
     random_run(ALNUM, 16).map(lambda s: (f"export DB_PASSWORD={s}", s)),
     random_run(ALNUM, 16).map(lambda s: (f'{{"client_secret": "{s}"}}', s)),
-    random_run(ALNUM, 16).map(lambda s: (f"-----BEGIN PRIVATE KEY-----\n{s}\n-----END PRIVATE KEY-----", s)),
+    random_run(ALNUM, 16).map(
+        lambda s: (f"-----BEGIN PRIVATE KEY-----\n{s}\n-----END PRIVATE KEY-----", s)
+    ),
 ]
 BENIGN_KEYS = st.sampled_from(["note", "content", "output", "args", "message", "detail", "x"])
 
