@@ -38,7 +38,8 @@ avoids, each a decision:
 **Value shapes in text**, anywhere in any string, masking only the secret and leaving the
 text around it readable: PEM private-key blocks, JWTs, ``Bearer``/``Basic`` credentials,
 ``scheme://user:password@host`` (user and host kept), ``KEY=value``, ``export KEY=value``,
-``"key": "value"``, ``key: value``, ``--password value``, ``<password>..</password>``, DSNs
+``"key": "value"``, ``key: value``, ``--password value``, ``curl -u user:password``,
+``<password>..</password>``, DSNs
 (``host=x password=y``, ``Password=y;``) for sensitive key names, and provider key shapes
 (OpenAI, Anthropic, AWS, GitHub, GitLab, Slack, Stripe, Google, Hugging Face, npm, SendGrid,
 Twilio and more; the table is in :mod:`plandb.redaction_rules`). There is deliberately no
@@ -465,6 +466,10 @@ class Redactor:
             new = rules.URL_CREDENTIALS.sub(self._url_repl, text)
             if new is not text:
                 text, low = new, new.lower()
+        if "-u" in text:
+            new = rules.USER_FLAG.sub(self._user_flag_repl, text)
+            if new is not text:
+                text, low = new, new.lower()
         if "earer" in low or "asic" in low:
             new = rules.AUTH_CREDENTIALS.sub(self._auth_repl, text)
             if new is not text:
@@ -526,6 +531,15 @@ class Redactor:
         if password == self.marker or password.startswith(self.marker + "@"):
             return match.group(0)  # already masked (`:[REDACTED]@@...`: the '@'s are not ours)
         return f"://{match.group(1)}:{self.marker}@"  # keep scheme, user and host
+
+    def _user_flag_repl(self, match: re.Match[str]) -> str:
+        group = next(g for g in (1, 2, 3) if match.group(g) is not None)
+        password = match.group(group)
+        if password.startswith(self.marker) or password.isdigit():
+            return match.group(0)  # already masked (the rest is not ours), or a uid:gid
+        start, end = match.span(group)
+        text, offset = match.group(0), match.start()
+        return text[: start - offset] + self.marker + text[end - offset :]
 
     def _auth_repl(self, match: re.Match[str]) -> str:
         text = match.group(0)

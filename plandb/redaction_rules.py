@@ -297,6 +297,14 @@ AUTH_CREDENTIALS = re.compile(
     r"|(?:[Bb]asic|BASIC)[ \t]+([A-Za-z0-9+/]{6,}+={0,2}+)"
 )
 
+# `curl -u user:password`, `--user`, `--proxy-user`: the password after the first ':'.
+# An all-digit "password" is a uid:gid (`docker run -u 1000:1000`) and is left alone.
+USER_FLAG = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:-u|--user|--proxy-user)(?:[ \t]+|=)"
+    r"""(?:"[^":\n]{1,256}:([^"\n]{1,512})"|'[^':\n]{1,256}:([^'\n]{1,512})'"""
+    r"""|[^\s:"']{1,256}:([^\s"']{1,512}))"""
+)
+
 
 def is_basic_credential(b64: str) -> bool:
     """`Basic <base64>` is a credential when it decodes to printable `user:password`."""

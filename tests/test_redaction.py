@@ -621,6 +621,8 @@ ADVERSARIAL = {
     "key-colons": "key:" * (N // 4),
     "token-counts": "token: 1 " * (N // 9),
     "pem-escaped-newlines": "-----BEGIN PRIVATE KEY-----" + "\\n" * (N // 2),
+    "user-flag-colons": "curl -u a:" + ":" * N,
+    "user-flag-repeat": "-u a:b " * (N // 7),
     "discord-prefix": ("https://discord.com/api/webhooks/" + "1" * 10) * (N // 43),
 }
 
