@@ -249,9 +249,12 @@ class Redactor:
         if value is None or type(value) is bool:
             return value
         if kind == rules.TOKENISH and (
-            isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+            (isinstance(value, int) and _INT_MIN <= value <= _INT_MAX)
+            or (isinstance(value, float) and math.isfinite(value))
         ):
-            return self._walk(value, depth, active)  # `token: 4000` is a count
+            # `token: 4000` is a count. Numbers that would come out as strings (NaN, beyond
+            # 64 bits) are masked: a second pass could not tell them from text.
+            return self._walk(value, depth, active)
         if kind == rules.PWD and isinstance(value, str) and rules.PATH.match(value):
             return self._walk(value, depth, active)  # `PWD=/home/me` is a directory
         return self.marker
