@@ -218,7 +218,7 @@ class ChatMixin:
         limit = limit_arg(limit)
         reverse = bool(reverse)
         after = None if cursor is None else cursors.decode(cursor, chat.MESSAGE_SCOPE, reverse)
-        with self._registry() as conn, read(conn):
+        with self._registry() as conn, read(conn, self.config.main_db_path):
             if not chat.session_exists(conn, sid):
                 raise RecordNotFound("chat session", sid)
             return chat.page_messages(conn, sid, after=after, descending=reverse, limit=limit,
@@ -233,7 +233,7 @@ class ChatMixin:
 
     def count_chat_messages(self, session_id: str) -> int:
         sid = record_id(session_id, "session id", self.payloads)
-        with self._registry() as conn, read(conn):
+        with self._registry() as conn, read(conn, self.config.main_db_path):
             if not chat.session_exists(conn, sid):
                 raise RecordNotFound("chat session", sid)
             return chat.count_messages(conn, sid)

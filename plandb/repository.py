@@ -568,7 +568,7 @@ class PlanRepository(RecordsMixin):
 
     def get_node(self, plan_id: int, task_id: int) -> PlanNode:
         """One task with its dependencies (TaskNotFound if absent)."""
-        with self._plan(plan_id) as store, read(store.conn):
+        with self._plan(plan_id) as store, read(store.conn, self._plan_path(plan_id)):
             return store.node(task_id)
 
     def update_task(
@@ -606,7 +606,8 @@ class PlanRepository(RecordsMixin):
 
     def get_plan_tree(self, plan_id: int) -> PlanTree:
         """The whole plan, read in one consistent snapshot."""
-        with self._plan(plan_id) as store, read(store.conn):
+        # The path names the file in errors (a page found corrupt mid-read, for one).
+        with self._plan(plan_id) as store, read(store.conn, self._plan_path(plan_id)):
             return store.tree()
 
     def upsert_plan_tree(self, tree: PlanTree, *, note: str | None = None) -> PlanTree:

@@ -18,12 +18,17 @@ from reliability.hostile import Call, Harness, Ref, huge_cases, runner
 
 from plandb import (
     DatabaseConfig,
+    DependencyCycle,
+    InvalidId,
     InvalidInput,
     PlanDBError,
     PlanNode,
+    PlanNotFound,
     PlanRepository,
     PlanTree,
     SchemaTooNew,
+    TaskNotFound,
+    TreeCycle,
 )
 from plandb import schema as sch
 from plandb.timestamps import normalize
@@ -108,6 +113,39 @@ def test_upsert_plan_tree_refuses_malformed_nodes(harness, field, value):
                              lambda: harness.repo.upsert_plan_tree(tree, note="n"))
     assert harness.findings == []
     assert isinstance(result, InvalidInput)
+
+
+@pytest.mark.parametrize("call,expected", [
+    (Call("move_task", (Ref("plan"), Ref("task", 0)), {"new_parent_id": Ref("task", 2)}),
+     TreeCycle),  # root under its grandchild
+    (Call("move_task", (Ref("plan"), Ref("task", 1)), {"new_parent_id": Ref("task", 1)}),
+     TreeCycle),  # under itself
+    (Call("update_task", (Ref("plan"), Ref("task", 4)), {"dependencies": [Ref("task", 2)]}),
+     DependencyCycle),  # leaf -> grandchild while grandchild -> leaf
+    (Call("update_task", (Ref("plan"), Ref("task", 3)), {"dependencies": [Ref("task", 3)]}),
+     DependencyCycle),
+    (Call("create_task", (Ref("plan"),), {"name": "n", "parent_id": 10**9}), TaskNotFound),
+    (Call("create_task", (Ref("plan"),), {"name": "n", "parent_id": -1}), TaskNotFound),
+    (Call("move_task", (Ref("plan"), Ref("task", 1)), {"new_parent_id": 10**9}), TaskNotFound),
+    (Call("create_task", (Ref("plan"),), {"name": "n", "position": -1}), InvalidInput),
+    (Call("move_task", (Ref("plan"), Ref("task", 1)), {"new_parent_id": None,
+                                                       "new_position": -3}), InvalidInput),
+    (Call("get_plan_tree", ("../plan_1",)), InvalidId),
+    (Call("get_plan_tree", (-1,)), InvalidId),
+    (Call("get_plan_tree", (2**63,)), InvalidId),
+    (Call("get_plan_tree", (10**15,)), PlanNotFound),
+    (Call("create_task", (Ref("plan"),), {"name": "'; DROP TABLE tasks; --",
+                                          "metadata": {"nan": math.nan}}), None),
+], ids=lambda v: repr(v) if isinstance(v, Call) else getattr(v, "__name__", "ok"))
+def test_cycles_unknown_ids_and_bad_positions_get_their_own_typed_errors(harness, call,
+                                                                          expected):
+    result = harness.attempt(call)
+    assert harness.findings == []
+    if expected is None:
+        assert not isinstance(result, Exception), result
+        assert harness.repo.get_node(harness.base_id, result.id).name == call.kwargs["name"]
+    else:
+        assert type(result) is expected, result
 
 
 def test_out_of_range_epochs_are_invalid_input():

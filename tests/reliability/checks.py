@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -134,3 +137,28 @@ def reconcile_root(root: Path, *, repair: bool) -> list[str] | None:
         report = reconcile(repo, repair=repair)
     return [f"{getattr(p, 'kind', '?')}: {getattr(p, 'detail', p)}"
             for p in getattr(report, "problems", [])]
+
+
+def plandb_command() -> list[str]:
+    """How to run the installed `plandb` command of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("plandb")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "plandb"]
+
+
+def doctor_problems(root: Path, *, repair: bool = False) -> list[str]:
+    """`plandb doctor --json [--repair]` through the real command: its remaining problems."""
+    cmd = [*plandb_command(), "--db-root", str(root), "doctor", "--json"]
+    if repair:
+        cmd.append("--repair")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if "Traceback" in proc.stderr:
+        return [f"plandb doctor crashed: {proc.stderr[-2000:]}"]
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return [f"plandb doctor printed no JSON (exit {proc.returncode}): {proc.stderr[-500:]}"]
+    out = [f"doctor: {p['kind']}: {p.get('path')}: {p['detail']}"
+           for p in data.get("problems", []) if not p.get("repaired")]
+    if proc.returncode != 0 and not out:
+        out.append(f"plandb doctor exited {proc.returncode}: {data}")
+    return out

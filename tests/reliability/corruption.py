@@ -22,11 +22,12 @@ import json
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from plandb import CorruptDatabase, PlanDBError, PlanRepository
+
+from .checks import plandb_command
 
 TASKS_PER_PLAN = 400
 
@@ -154,9 +155,7 @@ def isolation_problems(root: Path, victim: int, before: dict[int, dict], kind: s
 def inspect_problems(root: Path, path: Path, kind: str, lenient: bool = False) -> list[str]:
     """`plandb inspect --json` must exit 1, name the damaged file, and pass the others
     (`lenient`: only run cleanly, when the damage may be invisible to quick_check)."""
-    exe = Path(sys.executable).with_name("plandb")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "plandb"]
-    proc = subprocess.run([*cmd, "--db-root", str(root), "inspect", "--json"],
+    proc = subprocess.run([*plandb_command(), "--db-root", str(root), "inspect", "--json"],
                           capture_output=True, text=True, timeout=120)
     out: list[str] = []
     if "Traceback" in proc.stderr or "Traceback" in proc.stdout:

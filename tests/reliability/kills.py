@@ -41,7 +41,7 @@ from plandb import PlanNode, PlanRepository, PlanTree, TreeCycle
 
 from . import features
 from .acklog import AckLog, read_records
-from .checks import integrity_problems, reconcile_root, registry_problems
+from .checks import doctor_problems, integrity_problems, reconcile_root, registry_problems
 from .legacy import write_legacy_plan
 
 HERE = Path(__file__).resolve().parent
@@ -121,9 +121,13 @@ class Child:
         self.plans[title] = {"id": tree.id, "tasks": {}}
 
     def op_delete_plan(self) -> None:
-        if len(self.plans) < 3:
+        # A legacy file adopted in this round has no registry row until reconcile registers
+        # it, and delete_plan goes by the registry: leave those alone until the next round.
+        registered = sorted(t for t, p in self.plans.items() if not p.get("unregistered"))
+        if len(registered) < 3:
             return self.op_create_plan()
-        title, plan = self.pick_plan()
+        title = self.rng.choice(registered)
+        plan = self.plans[title]
         self.begin("delete_plan", title=title)
         self.repo.delete_plan(plan["id"])
         self.done("delete_plan", title=title)
@@ -216,7 +220,7 @@ class Child:
         os.replace(build, self.repo.config.plan_db_path(plan_id))  # appears in plans/ at once
         tree = self.repo.get_plan_tree(plan_id)  # the first open adopts it (schema upgrade)
         self.done("legacy", title=title, id=plan_id, tasks=dict(spec))
-        self.plans[title] = {"id": plan_id, "tasks": {
+        self.plans[title] = {"id": plan_id, "unregistered": True, "tasks": {
             n.name: (n.id, tree.nodes[n.parent_id].name if n.parent_id else None)
             for n in tree.nodes.values()}}
 
@@ -447,7 +451,10 @@ class KillRun:
         word, code = self.launcher.line()
         if word == "ready":
             time.sleep(self.rng.uniform(*(self.long_delay_ms if long else self.delay_ms)) / 1000)
-            os.kill(pid, signal.SIGKILL)  # not reaped before we are told "exit": pid is ours
+            try:  # the zygote reaps it only once it is dead, so the pid is still ours
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it died by itself (its errors file says why); "exit" tells the code
             word, code = self.launcher.line()
         assert word == "exit", word
         self.result.rounds += 1
@@ -574,6 +581,8 @@ def run_kills(root: Path, work: Path, *, kills: int, seed: int = 0,
             i += 1
             if progress is not None:
                 progress(run.result)
+        # Once at the end, the operator's view: `plandb doctor` through the real command.
+        run.result.problems.extend(f"final: {p}" for p in doctor_problems(run.root))
     finally:
         run.close()
     return run.result

@@ -47,7 +47,7 @@ from plandb import (
 
 from . import features
 from .acklog import AckLog, percentile, read_records
-from .checks import integrity_problems, reconcile_root, registry_problems
+from .checks import doctor_problems, integrity_problems, reconcile_root, registry_problems
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -652,6 +652,7 @@ def verify(root: Path, out: Path, setup: dict[str, Any], result: LoadResult) -> 
     rec = reconcile_root(root, repair=False)
     if rec:
         result.problems.extend(f"reconcile: {p}" for p in rec)
+    result.problems.extend(doctor_problems(root))
 
 
 def _first_gap(seqs: list[int]) -> Any:
