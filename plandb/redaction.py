@@ -749,7 +749,9 @@ _RECORD_ATTRS: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), No
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts records in place and never drops one.
 
-    It formats ``msg % args``, redacts the result into ``msg`` and clears ``args``; redacts
+    It formats ``msg % args``, redacts the result into ``msg`` and clears ``args`` (a dict or
+    list ``msg`` without args is redacted as a value; if formatting fails, every arg becomes
+    the marker, since an argument's meaning came from its place in the message); redacts
     string and container ``extra=`` fields (masking those under sensitive names), the
     formatted traceback and ``stack_info``. Attach it to *handlers*: a filter on a logger does
     not see records propagated from its children. ::
