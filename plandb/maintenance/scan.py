@@ -116,8 +116,14 @@ def _identity(path: str) -> tuple[int, int, int, int] | None:
 _FLAGS = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
 
 
-def _connect(path: str, busy_timeout_ms: int) -> tuple[apsw.Connection, bool]:
-    """(connection, whether it was opened immutable); see the module doc for the two ways."""
+def _connect(path: str, busy_timeout_ms: int,
+             shared_shm: bool = False) -> tuple[apsw.Connection, bool]:
+    """(connection, whether it was opened immutable); see the module doc for the two ways.
+
+    ``shared_shm=True`` is the fallback for a -shm left inconsistent by a killed writer, which
+    ``readonly_shm`` cannot recover ("locking protocol"): a plain read-only open may rebuild
+    the -shm index (both side files already exist, so nothing is created and no database
+    page is written)."""
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     immutable = not os.path.exists(path + "-wal")
@@ -125,6 +131,8 @@ def _connect(path: str, busy_timeout_ms: int) -> tuple[apsw.Connection, bool]:
         uri = _uri(path, immutable="1")
     elif not os.path.exists(path + "-shm"):
         raise NeedsRecovery(path)
+    elif shared_shm:
+        uri = _uri(path, mode="ro")
     else:
         uri = _uri(path, mode="ro", readonly_shm="1")
     try:
@@ -153,12 +161,18 @@ def read_snapshot(path: str | os.PathLike, fn, *, busy_timeout_ms: int = 10_000,
     (it then goes through the -wal/-shm path, which is safe with live writers).
     """
     path = os.fspath(path)
+    shared_shm = False
     for attempt in range(attempts):
         before = _identity(path)
-        conn, immutable = _connect(path, busy_timeout_ms)
+        conn, immutable = _connect(path, busy_timeout_ms, shared_shm)
         try:
             try:
                 result = fn(conn)
+            except apsw.ProtocolError as exc:
+                if immutable or shared_shm:
+                    raise _translated(exc, path) from exc
+                shared_shm = True  # a stale -shm from a killed writer: see _connect
+                continue
             except apsw.Error as exc:
                 raise _translated(exc, path) from exc
         finally:
