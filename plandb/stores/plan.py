@@ -216,7 +216,9 @@ class PlanStore:
             where += " AND id <> ?"
             params = (*params, exclude)
         if rank < 0:
-            raise InvalidInput(f"position must be >= 0, got {rank}")
+            raise InvalidInput(f"position must be >= 0, got {rank!r:.40}")
+        # Past any real end means "append"; clamped so the OFFSET binds as a 64-bit integer.
+        rank = min(rank, 2**62)
         if rank == 0:
             prev = None
         else:

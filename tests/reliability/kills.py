@@ -125,7 +125,7 @@ class Child:
         # it, and delete_plan goes by the registry: leave those alone until the next round.
         registered = sorted(t for t, p in self.plans.items() if not p.get("unregistered"))
         if len(registered) < 3:
-            return self.op_create_plan()
+            return self.op_create_plan() if len(self.plans) < MAX_PLANS else self.op_create_task()
         title = self.rng.choice(registered)
         plan = self.plans[title]
         self.begin("delete_plan", title=title)

@@ -298,7 +298,7 @@ class LoadThread:
             return self.op_create_plan()
         pid = self.rng.choice(sorted(self.own))
         nodes = dict(self.own[pid])
-        if shrink or (nodes and self.rng.random() < 0.3):
+        if nodes and (shrink or self.rng.random() < 0.3):
             for tid in self.rng.sample(sorted(nodes), k=max(1, len(nodes) // 2)):
                 if tid in nodes:
                     for x in self.subtree(nodes, tid):
