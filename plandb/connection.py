@@ -179,13 +179,24 @@ class ConnectionPool:
         create: bool = True,
     ) -> Iterator[Handle]:
         """Yield the cached handle for `path`, holding its lock; open it if needed."""
-        handle = self._acquire(path, on_open, create)
-        handle.users += 1
+        handle = self.acquire(path, on_open, create=create)
         try:
             yield handle
         finally:
-            handle.users -= 1
-            handle.lock.release()
+            self.release(handle)
+
+    def acquire(self, path: Path, on_open: Callable[[apsw.Connection, Path], None] | None = None,
+                *, create: bool = True) -> Handle:
+        """`use` without the context manager, for hot paths: pair it with `release`."""
+        handle = self._acquire(path, on_open, create)
+        handle.users += 1
+        return handle
+
+    @staticmethod
+    def release(handle: Handle) -> None:
+        """Give back a handle from `acquire` (once per acquire)."""
+        handle.users -= 1
+        handle.lock.release()
 
     def _acquire(self, path: Path, on_open, create: bool) -> Handle:
         while True:

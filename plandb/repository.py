@@ -229,39 +229,60 @@ class PlanRepository(RecordsMixin):
             self._plan_paths[plan_id] = path
         return path
 
+    def _acquire_plan(self, plan_id: int) -> tuple[Handle, Path]:
+        """The plan file's pooled handle, locked (give it back with `pool.release`), checked to
+        still be the file on disk; PlanNotFound if there is none. One function, not nested
+        context managers: it runs on every task call."""
+        path = self._plan_path(plan_id)
+        pool = self.pool
+        for _attempt in range(3):
+            try:
+                handle = pool.acquire(path, self._on_open("plan"), create=False)
+            except FileNotFoundError:
+                raise PlanNotFound(plan_id, "no plan file") from None
+            except apsw.Error as exc:
+                raise translate(exc, path) from exc
+            # A cached connection outlives its file when another process deletes (or
+            # replaces) the plan: writing through it would be acknowledged and lost.
+            # One stat per call tells; the connection is then dropped and reopened.
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                pool.discard(path)
+                pool.release(handle)
+                raise PlanNotFound(plan_id, "no plan file") from None
+            if handle.cache.setdefault("file_id", (st.st_dev, st.st_ino)) == (
+                    st.st_dev, st.st_ino):
+                return handle, path
+            pool.discard(path)
+            pool.release(handle)
+        raise PlanNotFound(plan_id, "its file keeps being replaced; retry")
+
+    def _store(self, handle: Handle, plan_id: int) -> PlanStore:
+        siblings = handle.cache.get("siblings")
+        if siblings is None:
+            siblings = handle.cache["siblings"] = SiblingCache()
+        return PlanStore(handle.conn, plan_id, self.payloads, siblings)
+
     @contextmanager
     def _plan(self, plan_id: int) -> Iterator[PlanStore]:
         """A PlanStore on the plan's file; PlanNotFound if the file does not exist."""
-        path = self._plan_path(plan_id)
-        for _attempt in range(3):
-            try:
-                with self._handle(path, "plan", create=False) as handle:
-                    # A cached connection outlives its file when another process deletes (or
-                    # replaces) the plan: writing through it would be acknowledged and lost.
-                    # One stat per call tells; the connection is then dropped and reopened.
-                    try:
-                        st = os.stat(path)
-                    except FileNotFoundError:
-                        self.pool.discard(path)
-                        raise
-                    if handle.cache.setdefault("file_id", (st.st_dev, st.st_ino)) != (
-                            st.st_dev, st.st_ino):
-                        self.pool.discard(path)
-                        continue
-                    siblings = handle.cache.get("siblings")
-                    if siblings is None:
-                        siblings = handle.cache["siblings"] = SiblingCache()
-                    yield PlanStore(handle.conn, plan_id, self.payloads, siblings)
-                    return
-            except FileNotFoundError:
-                raise PlanNotFound(plan_id, "no plan file") from None
-        raise PlanNotFound(plan_id, "its file keeps being replaced; retry")
+        handle, path = self._acquire_plan(plan_id)
+        try:
+            yield self._store(handle, plan_id)
+        except FileNotFoundError:
+            raise PlanNotFound(plan_id, "no plan file") from None
+        except apsw.Error as exc:
+            raise translate(exc, path) from exc
+        finally:
+            self.pool.release(handle)
 
     @contextmanager
     def _plan_write(self, plan_id: int) -> Iterator[PlanStore]:
         """A write transaction on the plan's file that marks the plan dirty after commit."""
-        with self._plan(plan_id) as store:
-            path = self._plan_path(plan_id)
+        handle, path = self._acquire_plan(plan_id)
+        try:
+            store = self._store(handle, plan_id)
             try:
                 with write(store.conn, path, retries=self.config.write_retries) as tx:
                     stamp = store.stamp = now()  # one timestamp for every row this call writes
@@ -273,9 +294,12 @@ class PlanRepository(RecordsMixin):
                 # Rolled back: cached sibling counts may count rows that never committed.
                 store.siblings.groups.clear()
                 raise
+        except FileNotFoundError:
+            raise PlanNotFound(plan_id, "no plan file") from None
+        finally:
+            self.pool.release(handle)
         self._maybe_flush()
 
-    # --- registry bookkeeping --------------------------------------------------------------
 
     def _mark_dirty(self, plan_id: int, stamp: str) -> None:
         with self._dirty_lock:
