@@ -20,7 +20,7 @@ W8 a root with many plan files: touch each once, peak open descriptors and RSS, 
 `plandb inspect --json` time.
 
 The baseline is ~100x slower than the floor, so by default it runs only the first
-``--baseline-calls`` calls of each per-call workload (and a tenth of that many create_plan
+``--baseline-calls`` calls of each per-call workload (and a fifteenth of that many create_plan
 calls). That favours the baseline (fewer siblings to resequence, smaller files), so the
 plandb/baseline ratios printed are lower bounds. ``--baseline-calls 0`` runs it in full.
 
@@ -367,6 +367,7 @@ def w1_w2(impls: dict[str, Any], args, res: dict[str, Result]) -> None:
             if name == "floor":
                 impl.release(pid)
                 impl.release(fpid)
+    io_profile(impls, res)
     w1.targets += [
         Target("W1 tree per-call rate vs floor", tree.speedup("plandb", "floor"), ">=", 0.5),
         Target("W1-flat per-call rate vs floor", flat.speedup("plandb", "floor"), ">=", 0.5),
@@ -380,6 +381,71 @@ def w1_w2(impls: dict[str, Any], args, res: dict[str, Result]) -> None:
     w2.targets += [
         Target("W2 per-call rate vs floor", upd.speedup("plandb", "floor"), ">=", 0.5),
     ]
+
+
+def plan_connection(impl, plan_id: int) -> tuple[apsw.Connection, Path]:
+    """The open connection to a plan file and the file's path (diagnostics only)."""
+    if isinstance(impl, PlandbImpl):
+        with impl.repo._plan(plan_id) as store:  # stays open in the pool afterwards
+            return store.conn, impl.repo._plan_path(plan_id)
+    return impl.conn(plan_id), impl.plan_path(plan_id)
+
+
+def io_profile(impls, res: dict[str, Result], calls: int = 150) -> None:
+    """Statements executed and WAL frames (pages) written per create_task / update_task call.
+
+    On a VM a commit's cost is mostly its page writes, so these counts explain the ratios
+    better than any timing. Auto-checkpoint is off while counting, so the -wal only grows.
+    """
+    rng = random.Random(9)
+    specs = [task_spec(i, rng) for i in range(calls)]
+    res["W1"].info["per_call_io"] = {name: io_counts(impls[name], specs)
+                                     for name in ("plandb", "floor")}
+
+
+def io_counts(impl, specs: list[dict]) -> dict[str, dict[str, float]]:
+    calls = len(specs)
+    pid = impl.create_plan("io profile")
+    root = impl.create_task(pid, "root")
+    conn, path = plan_connection(impl, pid)
+    wal = Path(f"{path}-wal")
+    page = conn.execute("PRAGMA page_size").fetchall()[0][0] + 24
+    saved = conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]
+    statements = 0
+
+    def tracer(cursor, sql, bindings):
+        nonlocal statements
+        statements += 1
+        return True
+
+    def measure(fn) -> dict[str, float]:
+        nonlocal statements
+        statements = 0
+        size = wal.stat().st_size if wal.exists() else 0
+        for i in range(calls):
+            fn(i)
+        grown = (wal.stat().st_size if wal.exists() else 0) - size
+        return {"statements": round(statements / calls, 2),
+                "wal_frames": round(grown / page / calls, 2)}
+
+    ids: list[int] = []
+
+    def create(i: int) -> None:
+        ids.append(impl.create_task(pid, specs[i]["name"], ids[(i - 1) // FANOUT] if i else root,
+                                    specs[i]["instruction"], specs[i]["metadata"]))
+
+    conn.wal_autocheckpoint(0)
+    conn.exec_trace = tracer
+    try:
+        out = {"create_task": measure(create),
+               "update_task": measure(lambda i: impl.update_task(pid, ids[(i * 7) % calls],
+                                                                 "done"))}
+    finally:
+        conn.exec_trace = None
+        conn.wal_autocheckpoint(saved)
+    if isinstance(impl, Floor):
+        impl.release(pid)
+    return out
 
 
 # --- W3: a big tree --------------------------------------------------------------------------
@@ -526,7 +592,7 @@ def w5(impls, args, res: dict[str, Result]) -> None:
     for rep in range(args.reps):
         for name in order(rep):
             impl = impls[name]
-            k = cap(args, name, n, per=10)
+            k = cap(args, name, n, per=15)  # the baseline's create_plan: ~50 ms at best
 
             def creates(impl=impl, k=k, rep=rep):
                 for i in range(k):
@@ -782,8 +848,8 @@ QUICK = {"reps": 5, "tasks": 300, "tree_tasks": 1000, "plans": 50, "plan_tasks":
          "create_plans": 20, "logs": 200, "redact_mb": 0.5, "files": 300,
          "baseline_calls": 100}
 DEFAULTS = {"reps": 5, "tasks": 2000, "tree_tasks": 10_000, "plans": 1000, "plan_tasks": 20,
-            "create_plans": 200, "logs": 2000, "redact_mb": 4.0, "files": 10_000,
-            "baseline_calls": 500}
+            "create_plans": 100, "logs": 2000, "redact_mb": 4.0, "files": 10_000,
+            "baseline_calls": 300}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -795,7 +861,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tree-tasks", type=int, help="W3 plan size (default 10000)")
     p.add_argument("--plans", type=int, help="W4 number of plans (default 1000)")
     p.add_argument("--plan-tasks", type=int, help="W4 tasks per plan (default 20)")
-    p.add_argument("--create-plans", type=int, help="W5 create_plan calls per rep (default 200)")
+    p.add_argument("--create-plans", type=int, help="W5 create_plan calls per rep (default 100)")
     p.add_argument("--logs", type=int, help="W6 append_action_log calls (default 2000)")
     p.add_argument("--page-size", type=int, default=50, help="W6 page size (default 50)")
     p.add_argument("--redact-mb", type=float, help="W7 corpus size in MB (default 4)")
