@@ -91,6 +91,15 @@ def make_private(path: Path) -> None:
             pass
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (so a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(slots=True)
 class DatabaseConfig:
     """Resolves DB_ROOT and every path under it; creates the folders on construction.

@@ -23,7 +23,7 @@ from pathlib import Path
 import apsw
 
 from .config import FILE_MODE, make_private
-from .errors import CorruptDatabase, RepositoryClosed, StorageError, translate
+from .errors import RepositoryClosed, StorageError, translate
 
 # --- open steps ------------------------------------------------------------------------------
 
@@ -126,8 +126,6 @@ def open_connection(
             configure_connection(conn, path, busy_timeout_ms)
     except BaseException as exc:
         conn.close()
-        if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
-            raise CorruptDatabase(path, str(exc)) from exc
         if isinstance(exc, apsw.Error):
             raise translate(exc, path) from exc
         raise
@@ -226,8 +224,6 @@ class ConnectionPool:
         except BaseException as exc:
             handle.lock.release()
             conn.close()
-            if isinstance(exc, apsw.NotADBError | apsw.CorruptError):
-                raise CorruptDatabase(path, str(exc)) from exc
             if isinstance(exc, apsw.Error):
                 raise translate(exc, path) from exc
             raise

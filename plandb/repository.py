@@ -56,7 +56,7 @@ from typing import Any
 import apsw
 
 from . import schema
-from .config import DatabaseConfig, check_plan_id
+from .config import DatabaseConfig, check_plan_id, fsync_path
 from .connection import ConnectionPool, Handle, configure_connection, open_connection
 from .errors import CorruptDatabase, InvalidInput, PlanDBError, PlanNotFound, translate
 from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
@@ -119,15 +119,6 @@ def _empty_file(path: Path) -> bool:
         return Path(f"{path}-wal").stat().st_size == 0
     except FileNotFoundError:
         return True
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a folder (so a rename inside it is durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PlanRepository(RecordsMixin):

@@ -30,9 +30,9 @@ from typing import Any
 import apsw
 
 from .. import jsonutil, schema
-from ..config import FILE_MODE, DatabaseConfig, ensure_private_dir
+from ..config import FILE_MODE, DatabaseConfig, ensure_private_dir, fsync_path
+from ..connection import open_connection
 from ..errors import BackupError, DatabaseBusy, PlanDBError, RootNotFound, translate
-from ..repository import fsync_path
 from ..timestamps import now
 from .inspect import Problem, Progress, no_progress
 from .scan import DATA_FOLDERS, SIDE_SUFFIXES, database_files, file_sizes, read_snapshot
@@ -378,14 +378,8 @@ def restore_root(backup: Path, root: Path, *, force: bool = False,
 
 def vacuum_file(path: Path, *, busy_timeout_ms: int = 10_000) -> None:
     """VACUUM one file, then truncate its -wal. Not inside `write()`: VACUUM cannot be."""
-    if not path.exists():
-        raise FileNotFoundError(str(path))
+    conn = open_connection(path, create=False, configure=False, busy_timeout_ms=busy_timeout_ms)
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-    except apsw.Error as exc:
-        raise translate(exc, path) from exc
-    try:
-        conn.set_busy_timeout(busy_timeout_ms)
         _retry_busy(lambda: conn.execute("VACUUM"), path, busy_timeout_ms)
         if str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower() == "wal":
             _retry_busy(lambda: conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE),

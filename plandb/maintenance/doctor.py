@@ -27,6 +27,7 @@ from typing import Any
 import apsw
 
 from ..config import DatabaseConfig, ensure_private_dir
+from ..connection import open_connection
 from ..errors import PlanDBError, RootNotFound, translate
 from ..timestamps import now
 from .backup import _write_json, stamp
@@ -96,12 +97,8 @@ def quarantine_file(root: Path, rel: str, reason: str, folder: Path) -> Path:
 
 def recover_file(path: Path, busy_timeout_ms: int = 10_000) -> None:
     """Open a WAL file read-write once so SQLite replays its -wal (WAL recovery)."""
+    conn = open_connection(path, create=False, configure=False, busy_timeout_ms=busy_timeout_ms)
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-    except apsw.Error as exc:
-        raise translate(exc, path) from exc
-    try:
-        conn.set_busy_timeout(busy_timeout_ms)
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
     except apsw.Error as exc:
         raise translate(exc, path) from exc

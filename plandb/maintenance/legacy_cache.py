@@ -33,7 +33,7 @@ from ..connection import open_connection
 from ..errors import PlanDBError
 from ..timestamps import normalize, now
 from ..transaction import write
-from .legacy_files import fsync_dir
+from .legacy_files import fsync_path
 
 if TYPE_CHECKING:
     from .legacy import Run
@@ -150,7 +150,7 @@ def convert_root_cache(run: Run, path: Path, copy: Path) -> dict:
     Path(f"{path}-shm").unlink(missing_ok=True)
     run.repo.pool.discard(path)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     make_private(path)
     if rejected:
         run.report.problem("cache_entries_not_converted", run.rel(path),

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import apsw
 
 from .. import jsonutil
-from ..config import FILE_MODE, ensure_private_dir
+from ..config import FILE_MODE, ensure_private_dir, fsync_path
 from ..errors import NeedsRecovery, PlanDBError, StorageError, translate
 from ..schema import backup_file
 from ..timestamps import now
@@ -86,14 +86,6 @@ def private_dirs(root: Path, folder: Path) -> None:
             ensure_private_dir(part)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
     """Write JSON to a temp file and rename it over `path` (a reader sees the old or the new
     document, never half of one). ``durable``: fsync the file and the folder too."""
@@ -108,7 +100,7 @@ def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
         os.close(fd)
     os.replace(tmp, path)
     if durable:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def read_json(path: Path, default: Any) -> Any:
@@ -286,7 +278,7 @@ def quarantine(root: Path, path: Path, rel: str, reason: str, *, move: bool) -> 
             shutil.copy2(src, dst)
         os.chmod(dst, FILE_MODE)
         placed.append({"original": str(src), "copy": dst.name})
-    fsync_dir(qdir)
+    fsync_path(qdir)
     note = {"source": str(path), "relative": rel, "reason": reason, "quarantined_at": stamp,
             "files": placed, "state": "moving" if move else "copied"}
     write_json_atomic(qdir / "note.json", note)
@@ -304,7 +296,7 @@ def _unlink_originals(qdir: Path, note: dict) -> None:
             continue
         if same:
             original.unlink()
-    fsync_dir(Path(note["files"][0]["original"]).parent)
+    fsync_path(Path(note["files"][0]["original"]).parent)
     note["state"] = "done"
     write_json_atomic(qdir / "note.json", note)
 

@@ -46,7 +46,7 @@ from ..errors import (
     translate,
 )
 from ..transaction import read, write
-from .legacy_files import fingerprint, finish_quarantines, fsync_dir, quarantine, read_json
+from .legacy_files import fingerprint, finish_quarantines, fsync_path, quarantine, read_json
 from .scan import DbFile, database_files
 
 if TYPE_CHECKING:
@@ -531,7 +531,7 @@ def _rename_fn(run: Run, f: RootFile):
             raise StorageError(f"{target} appeared meanwhile; not overwriting it")
         Path(f"{f.path}-shm").unlink(missing_ok=True)  # an index only, rebuilt on open
         os.rename(f.path, target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
         make_private(target)
         return {"new_path": run.rel(target)}
     return go
