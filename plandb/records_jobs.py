@@ -20,8 +20,6 @@ job the index does not know; nothing acknowledged is lost, because:
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ from typing import Any
 import apsw
 
 from .config import check_plan_id
+from .crashpoints import crash_point
 from .errors import InvalidInput, PlanDBError, PlanNotFound, RecordConflict, RecordNotFound
 from .record_models import ActionLogEntry, ActionStats, Job, JobIndexEntry, JobIndexReport, JobLog
 from .records_common import (
@@ -49,16 +48,6 @@ from .timestamps import ago, now
 from .transaction import read, write
 
 log = logging.getLogger("plandb.jobs")
-
-# Test hook (as in plandb.repository): PLANDB_CRASH_AT=job:file SIGKILLs the process after
-# the job's file committed and before the index entry is written.
-_CRASH_AT = os.environ.get("PLANDB_CRASH_AT")
-
-
-def _crash_point(step: str) -> None:
-    if _CRASH_AT == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 def _where(plan_id: int | None) -> str:
     return "jobs/system_jobs.sqlite" if plan_id is None else f"plan {plan_id}"
@@ -121,7 +110,7 @@ class JobsMixin:
                             target_task_id=target_task_id, status=status, params=params_json,
                             metadata=meta_json, stamp=now())
             job = jobs.get_job(tx.conn, job_id, plan_id)
-        _crash_point("job:file")
+        crash_point("job:file")
         self._index_job(job_id, plan_id, job.job_type, job.created_at)
         return job
 

@@ -38,14 +38,13 @@ commit), and dirty plans are flushed in one registry transaction at the next lis
 on `flush()`/`close()`, or once `registry_sync_interval` seconds have passed. Other processes
 see those two fields at most that late; after a crash, reconcile recomputes them from the plan
 files. Crash tests stop the process between any two steps with ``PLANDB_CRASH_AT=<step>``
-(see `_crash_point`).
+(see `plandb.crashpoints`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ import apsw
 from . import schema
 from .config import DatabaseConfig, check_plan_id, fsync_path
 from .connection import ConnectionPool, Handle, configure_connection, open_connection
+from .crashpoints import crash_point
 from .errors import CorruptDatabase, InvalidInput, PlanDBError, PlanNotFound, translate
 from .models import PlanNode, PlanSummary, PlanTree, SnapshotInfo
 from .payload import Payloads, clean_name
@@ -68,28 +68,27 @@ from .stores.plan import PlanStore, SiblingCache
 from .timestamps import now
 from .transaction import read, write
 
-# Test hook, read once at import: PLANDB_CRASH_AT=<step> makes the process SIGKILL itself at
-# that step of a multi-file operation (steps: the `_crash_point` calls below), so crash tests
-# hit every window between two steps deterministically. Unset, `_crash_point` does nothing.
-_CRASH_AT = os.environ.get("PLANDB_CRASH_AT")
 
+def try_lock(path: Path, attempts: int = 50) -> int | None:
+    """Take an exclusive flock on `path` (created 0600): the fd, or None if another process
+    (or another open of it in this one) keeps holding it. The kernel releases it when the
+    holder dies, which is what lets reconcile tell a live create_plan from a crashed one.
 
-def _crash_point(step: str) -> None:
-    if _CRASH_AT == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def try_lock(path: Path) -> int | None:
-    """Take an exclusive flock on `path` (created 0600) without waiting: the fd, or None if
-    another process (or another open of it in this one) holds it. The kernel releases it when
-    the holder dies, which is what lets reconcile tell a live create_plan from a crashed one."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    Between creating the file and locking it, a concurrent reconcile may lock it briefly, or
+    remove it as a stale leftover: so a busy lock is retried a few milliseconds later, and the
+    lock only counts if `path` still names the very file we locked."""
+    for _ in range(attempts):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except (BlockingIOError, FileNotFoundError):
+            same = False
+        if same:
+            return fd
         os.close(fd)
-        return None
-    return fd
+        time.sleep(0.002)
+    return None
 
 
 def unlock(fd: int, path: Path) -> None:
@@ -408,7 +407,7 @@ class PlanRepository(RecordsMixin):
                                     description=description, metadata_json=meta_json,
                                     plan_file=str(final.relative_to(self.config.root)),
                                     state="creating", stamp=stamp)
-            _crash_point("create:row")
+            crash_point("create:row")
             try:
                 self._build_plan_file(plan_id, final, {
                     "plan_id": str(plan_id), "title": title, "description": description,
@@ -418,7 +417,7 @@ class PlanRepository(RecordsMixin):
             except BaseException:
                 self._abandon_creation(plan_id)
                 raise
-            _crash_point("create:renamed")
+            crash_point("create:renamed")
             with self._registry() as conn, write(conn, main, retries=self.config.write_retries):
                 reg.set_state(conn, plan_id, "ready")
         finally:
@@ -442,7 +441,7 @@ class PlanRepository(RecordsMixin):
             os.fsync(fd)
         finally:
             os.close(fd)
-        _crash_point("create:built")
+        crash_point("create:built")
         os.replace(building, final)
         fsync_path(final.parent)
 
@@ -494,7 +493,7 @@ class PlanRepository(RecordsMixin):
                 store.write_meta(**values, updated_at=now())
         # The plan file is the truth; a crash here leaves the registry stale until reconcile
         # copies plan_meta back into it.
-        _crash_point("update_plan:file")
+        crash_point("update_plan:file")
         with self._registry() as conn, write(conn, self.config.main_db_path):
             reg.update_plan(conn, plan_id, values, now())
         return self.get_plan_summary(plan_id)
@@ -508,7 +507,7 @@ class PlanRepository(RecordsMixin):
             if row is None or row[8] == "creating":  # a creation never acknowledged
                 raise PlanNotFound(plan_id, "" if row is None else "it is being created")
             reg.set_state(conn, plan_id, "deleting")
-        _crash_point("delete:marked")
+        crash_point("delete:marked")
         self.finish_delete(plan_id)
 
     def finish_delete(self, plan_id: int) -> None:
@@ -522,7 +521,7 @@ class PlanRepository(RecordsMixin):
                 os.unlink(f"{path}{suffix}")
             except FileNotFoundError:
                 pass
-            _crash_point(f"delete:unlinked{suffix}")
+            crash_point(f"delete:unlinked{suffix}")
         fsync_path(path.parent)
         with self._registry() as conn, write(conn, self.config.main_db_path):
             reg.delete_row(conn, plan_id)

@@ -478,9 +478,12 @@ class _Reconciler:
                 current = self._registry_row(pid)
                 if current is not None and current[8] == "creating":
                     continue  # its row was left alone above; so are its files
+                # A lock file alone is not reported: a create_plan may have just created it and
+                # not locked it yet (it re-checks and retries); only building files are
+                # leftovers of a creation that died.
                 left = [p for p in paths if p != lock_path and p.exists()]
                 _remove(left)
-                if lock is not None:
+                if lock is not None and left:
                     left.append(lock_path)  # removed by unlock() below
             finally:
                 if lock is not None:

@@ -14,7 +14,8 @@ missing, and leaves them behind. So:
   ``readonly_shm=1``, so SQLite maps the index read-only (and rebuilds it in private memory
   when it needs recovery) instead of writing it.
 - ``-wal`` without ``-shm``: cannot be read without writing; `NeedsRecovery` says so (a normal
-  open, as ``plandb doctor --repair`` does, recovers it).
+  open, as ``plandb doctor --repair`` does, recovers it) if it lasts: the last connection's
+  close passes through this state too (it removes the -shm first), so it is looked at again.
 """
 
 from __future__ import annotations
@@ -164,7 +165,14 @@ def read_snapshot(path: str | os.PathLike, fn, *, busy_timeout_ms: int = 10_000,
     shared_shm = False
     for attempt in range(attempts):
         before = _identity(path)
-        conn, immutable = _connect(path, busy_timeout_ms, shared_shm)
+        try:
+            conn, immutable = _connect(path, busy_timeout_ms, shared_shm)
+        except NeedsRecovery:
+            # Also a passing state: SQLite's last close removes the -shm before the -wal.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+            continue
         try:
             try:
                 result = fn(conn)
