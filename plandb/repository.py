@@ -33,8 +33,7 @@ update_plan
   1. the plan file's plan_meta  2. the registry row. Reconcile copies plan_meta into the row.
 
 Task writes keep the registry's ``task_count``/``updated_at`` in step without a registry commit
-per write: each plan commit stamps plan_meta ``updated_at`` and marks the plan dirty (after
-commit), and dirty plans are flushed in one registry transaction at the next list/summary call,
+per write: each plan commit marks the plan dirty (after commit), and dirty plans are flushed in one registry transaction at the next list/summary call,
 on `flush()`/`close()`, or once `registry_sync_interval` seconds have passed. Other processes
 see those two fields at most that late; after a crash, reconcile recomputes them from the plan
 files. Crash tests stop the process between any two steps with ``PLANDB_CRASH_AT=<step>``
@@ -268,16 +267,21 @@ class PlanRepository(RecordsMixin):
             self.pool.release(handle)
 
     @contextmanager
-    def _plan_write(self, plan_id: int) -> Iterator[PlanStore]:
-        """A write transaction on the plan's file that marks the plan dirty after commit."""
+    def _plan_write(self, plan_id: int, *, touch_meta: bool = False) -> Iterator[PlanStore]:
+        """A write transaction on the plan's file that marks the plan dirty after commit.
+
+        Reconcile recomputes the registry's ``updated_at`` after a crash as the later of
+        plan_meta ``updated_at`` and the newest task ``updated_at``. Calls that stamp the rows
+        they write need nothing more; calls that may leave no stamped row (deletes, whole-tree
+        replacements) pass ``touch_meta=True`` (one more page per commit, so not for all)."""
         handle, path = self._acquire_plan(plan_id)
         try:
             store = self._store(handle, plan_id)
             try:
                 with write(store.conn, path, retries=self.config.write_retries) as tx:
                     stamp = store.stamp = now()  # one timestamp for every row this call writes
-                    # plan_meta.updated_at lets reconcile recompute the registry's after a crash.
-                    store.touch(stamp)
+                    if touch_meta:
+                        store.touch(stamp)
                     tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
                     yield store
             except BaseException:
@@ -605,7 +609,7 @@ class PlanRepository(RecordsMixin):
 
     def delete_task(self, plan_id: int, task_id: int) -> int:
         """Delete a task with its whole subtree and their dependency edges; returns the count."""
-        with self._plan_write(plan_id) as store:
+        with self._plan_write(plan_id, touch_meta=True) as store:
             return store.delete_task(task_id)
 
     def move_task(self, plan_id: int, task_id: int, *, new_parent_id: int | None,
@@ -631,7 +635,7 @@ class PlanRepository(RecordsMixin):
             raise InvalidInput("tree must be a PlanTree")
         check_plan_id(tree.id)
         p = self.payloads
-        with self._plan_write(tree.id) as store:
+        with self._plan_write(tree.id, touch_meta=True) as store:
             store.replace_tree(tree)
             store.write_meta(title=p.text(clean_name(tree.title, "title")),
                              description=p.text(tree.description, "description"),
@@ -663,7 +667,7 @@ class PlanRepository(RecordsMixin):
 
     def restore_snapshot(self, plan_id: int, snapshot_id: int) -> PlanTree:
         """Replace the current tree with a stored snapshot (the snapshots themselves stay)."""
-        with self._plan_write(plan_id) as store:
+        with self._plan_write(plan_id, touch_meta=True) as store:
             tree = store.load_snapshot(snapshot_id)
             store.replace_tree(tree)
             store.write_meta(title=tree.title, description=tree.description,

@@ -159,7 +159,8 @@ def read_plan_facts(path: Path, *, allow_side_files: bool = False) -> PlanFacts:
     def facts(conn) -> PlanFacts:
         with read(conn, path):
             meta = dict(conn.execute("SELECT key, value FROM plan_meta").fetchall())
-            count = conn.execute("SELECT count(*) FROM tasks").fetchall()[0][0]
+            count, newest = conn.execute(
+                "SELECT count(*), max(updated_at) FROM tasks").fetchall()[0]
         if meta.get("kind") != "plan":
             raise WrongDatabaseKind(path, "plan", meta.get("kind"))
         raw_id = meta.get("plan_id")
@@ -167,9 +168,10 @@ def read_plan_facts(path: Path, *, allow_side_files: bool = False) -> PlanFacts:
             plan_id = int(raw_id) if raw_id is not None else None
         except (TypeError, ValueError):
             plan_id = -1  # never a real id: reported as misplaced
+        # Task writes stamp their rows, not plan_meta (see PlanRepository._plan_write).
+        updated = max((s for s in (meta.get("updated_at"), newest) if s), default=None)
         return PlanFacts(plan_id, meta.get("title"), meta.get("description"), meta.get("owner"),
-                         meta.get("metadata"), meta.get("created_at"), meta.get("updated_at"),
-                         count)
+                         meta.get("metadata"), meta.get("created_at"), updated, count)
 
     return read_file(path, facts, allow_side_files=allow_side_files)
 
