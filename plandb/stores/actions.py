@@ -18,6 +18,7 @@ from typing import Any
 from .. import jsonutil
 from ..record_models import ActionCounts, ActionLogEntry, ActionStats
 from . import cursor as cursors
+from .filters import equal_filters, where_sql
 
 SCOPE = "action_logs"
 COLUMNS = (
@@ -66,17 +67,8 @@ def append(tx, plan_id: int | None, values: dict[str, Any]) -> ActionLogEntry:
 
 
 def _filters(job_id, status, action_name, since, until) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if job_id is not None:
-        where.append("job_id = +?")
-        params.append(job_id)
-    if status is not None:
-        where.append("status = +?")
-        params.append(status)
-    if action_name is not None:
-        where.append("action_name = +?")
-        params.append(action_name)
+    where, params = equal_filters(
+        (("job_id", job_id), ("status", status), ("action_name", action_name)))
     if since is not None:
         where.append("created_at >= ?")
         params.append(since)
@@ -95,7 +87,7 @@ def page(conn, plan_id: int | None, *, after: int | None, descending: bool, limi
         where.insert(0, "id < ?" if descending else "id > ?")
         params.insert(0, after)
     sql = (f"SELECT {COLUMNS} FROM plan_action_logs"
-           + (" WHERE " + " AND ".join(where) if where else "")
+           + where_sql(where)
            + (" ORDER BY id DESC" if descending else " ORDER BY id") + " LIMIT ?")
     rows = conn.execute(sql, (*params, limit + 1)).fetchall()
     rows, nxt = cursors.page(rows, limit, SCOPE, descending)
@@ -119,7 +111,7 @@ def cleanup(tx, *, before: str | None, keep_newest: int | None) -> int:
 
 def stats(conn, plan_id: int | None, job_id: str | None) -> ActionStats:
     where, params = _filters(job_id, None, None, None, None)
-    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    cond = where_sql(where)
     out = ActionStats(plan_id=plan_id, job_id=job_id)
     for name, status, success, count, first, last in conn.execute(
             "SELECT coalesce(action_name, ''), coalesce(status, ''), success, count(*), "

@@ -14,6 +14,7 @@ from typing import Any
 from .. import jsonutil, schema
 from ..record_models import ChatActionRun, ChatMessage, ChatSession
 from . import cursor as cursors
+from .filters import equal_filters, where_sql
 
 MESSAGE_SCOPE = "chat_messages"
 
@@ -101,14 +102,9 @@ def get_session(conn, session_id: str) -> ChatSession | None:
 def list_sessions(conn, *, plan_id: int | None, active: bool | None, limit: int,
                   offset: int) -> list[ChatSession]:
     """Most recently updated first."""
-    where, params = [], []
-    if plan_id is not None:
-        where.append("s.plan_id = +?")
-        params.append(plan_id)
-    if active is not None:
-        where.append("s.is_active = ?")
-        params.append(int(active))
-    sql = (_SESSION_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+    where, params = equal_filters(
+        (("s.plan_id", plan_id), ("s.is_active", None if active is None else int(active))))
+    sql = (_SESSION_SELECT + where_sql(where)
            + " ORDER BY s.updated_at DESC, s.id DESC LIMIT ? OFFSET ?")
     return [_session(r) for r in conn.execute(sql, (*params, limit, offset))]
 
@@ -189,17 +185,8 @@ def update_run(conn, run_id: str, values: dict[str, Any], stamp: str) -> None:
 def list_runs(conn, *, session_id: str | None, status: str | None, plan_id: int | None,
               limit: int, offset: int) -> list[ChatActionRun]:
     """Newest first (created_at, then id)."""
-    where, params = [], []
-    if session_id is not None:
-        where.append("session_id = +?")
-        params.append(session_id)
-    if status is not None:
-        where.append("status = +?")
-        params.append(status)
-    if plan_id is not None:
-        where.append("plan_id = +?")
-        params.append(plan_id)
-    sql = (f"SELECT {RUN_COLUMNS} FROM chat_action_runs"
-           + (" WHERE " + " AND ".join(where) if where else "")
+    where, params = equal_filters(
+        (("session_id", session_id), ("status", status), ("plan_id", plan_id)))
+    sql = (f"SELECT {RUN_COLUMNS} FROM chat_action_runs" + where_sql(where)
            + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?")
     return [_run(r) for r in conn.execute(sql, (*params, limit, offset))]

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import jsonutil
 from ..record_models import Job, JobIndexEntry, JobLog
+from .filters import equal_filters, where_sql
 
 JOB_COLUMNS = (
     "job_id, job_type, mode, target_task_id, status, params, metadata, stats, result, error, "
@@ -79,15 +80,8 @@ def job_exists(conn, job_id: str) -> bool:
 def list_jobs(conn, plan_id: int | None, *, status: str | None, job_type: str | None,
               limit: int, offset: int) -> list[Job]:
     """Newest first (created_at, then job_id)."""
-    where, params = [], []
-    if status is not None:
-        where.append("status = +?")
-        params.append(status)
-    if job_type is not None:
-        where.append("job_type = +?")
-        params.append(job_type)
-    sql = (f"SELECT {JOB_COLUMNS} FROM decomposition_jobs"
-           + (" WHERE " + " AND ".join(where) if where else "")
+    where, params = equal_filters((("status", status), ("job_type", job_type)))
+    sql = (f"SELECT {JOB_COLUMNS} FROM decomposition_jobs" + where_sql(where)
            + " ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?")
     return [_job(r, plan_id) for r in conn.execute(sql, (*params, limit, offset))]
 
@@ -161,16 +155,10 @@ def index_all(conn) -> dict[str, JobIndexEntry]:
 def index_list(conn, *, plan_id: Any = None, system_only: bool = False, job_type: str | None,
                limit: int, offset: int) -> list[JobIndexEntry]:
     """Newest first. `plan_id` filters one plan; `system_only` the jobs bound to no plan."""
-    where, params = [], []
+    where, params = equal_filters(
+        (("plan_id", None if system_only else plan_id), ("job_type", job_type)))
     if system_only:
         where.append("plan_id IS NULL")
-    elif plan_id is not None:
-        where.append("plan_id = +?")
-        params.append(plan_id)
-    if job_type is not None:
-        where.append("job_type = +?")
-        params.append(job_type)
-    sql = (f"SELECT {_INDEX_COLUMNS} FROM plan_decomposition_job_index"
-           + (" WHERE " + " AND ".join(where) if where else "")
+    sql = (f"SELECT {_INDEX_COLUMNS} FROM plan_decomposition_job_index" + where_sql(where)
            + " ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?")
     return [JobIndexEntry(*r) for r in conn.execute(sql, (*params, limit, offset))]

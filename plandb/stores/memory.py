@@ -27,6 +27,7 @@ from .. import jsonutil, schema
 from ..errors import InvalidInput
 from ..record_models import Memory, MemoryEmbedding, MemoryHit
 from . import cursor as cursors
+from .filters import where_sql
 
 COLUMNS = ("id, memory_type, content, importance, keywords, tags, context, related_task_id, "
            "metadata, created_at, updated_at")
@@ -122,7 +123,7 @@ def list_memories(conn, session_id: str | None, *, memory_type, related_task_id,
                   limit: int, offset: int) -> list[Memory]:
     """Newest first."""
     where, params = _filters(memory_type, related_task_id, importance)
-    sql = (f"SELECT {COLUMNS} FROM memories" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = (f"SELECT {COLUMNS} FROM memories" + where_sql(where)
            + " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?")
     return [_memory(r, session_id) for r in conn.execute(sql, (*params, limit, offset))]
 
@@ -139,7 +140,7 @@ def page_memories(conn, session_id: str | None, *, after: int | None, descending
         where.insert(0, "seq < ?" if descending else "seq > ?")
         params.insert(0, after)
     sql = (f"SELECT seq, {COLUMNS} FROM memories"
-           + (" WHERE " + " AND ".join(where) if where else "")
+           + where_sql(where)
            + f" ORDER BY seq {'DESC' if descending else 'ASC'} LIMIT ?")
     rows = conn.execute(sql, (*params, limit + 1)).fetchall()
     rows, nxt = cursors.page(rows, limit, PAGE_SCOPE, descending)
