@@ -407,7 +407,14 @@ def io_counts(impl, specs: list[dict]) -> dict[str, dict[str, float]]:
     calls = len(specs)
     pid = impl.create_plan("io profile")
     root = impl.create_task(pid, "root")
-    conn, path = plan_connection(impl, pid)
+    pinned = None
+    if isinstance(impl, PlandbImpl):
+        # Hold the pooled handle for the whole count: with a small --max-open the pool could
+        # otherwise evict (close) the traced connection between two calls.
+        pinned, path = impl.repo._acquire_plan(pid)
+        conn = pinned.conn
+    else:
+        conn, path = plan_connection(impl, pid)
     wal = Path(f"{path}-wal")
     page = conn.execute("PRAGMA page_size").fetchall()[0][0] + 24
     saved = conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]
@@ -443,6 +450,8 @@ def io_counts(impl, specs: list[dict]) -> dict[str, dict[str, float]]:
     finally:
         conn.exec_trace = None
         conn.wal_autocheckpoint(saved)
+        if pinned is not None:
+            impl.repo.pool.release(pinned)
     if isinstance(impl, Floor):
         impl.release(pid)
     return out
