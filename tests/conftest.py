@@ -45,6 +45,18 @@ def repo(config: DatabaseConfig):
         repository.close()
 
 
+@pytest.fixture(scope="session")
+def legacy_template(tmp_path_factory):
+    """Both legacy shapes (tests/legacy_fixtures.py: ``flat/`` and ``root/``), built once per
+    run. Nothing holds them open; tests copy them and never write to the template itself."""
+    import legacy_fixtures as lf
+
+    base = tmp_path_factory.mktemp("legacy-template")
+    lf.build_flat_dir(base / "flat")
+    lf.build_old_root(base / "root")
+    return base
+
+
 def _open_connections() -> dict[int, apsw.Connection]:
     return {id(c): c for c in apsw.connections()}
 

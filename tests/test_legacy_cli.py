@@ -31,17 +31,9 @@ BACKUP_KEYS = {"source", "copy", "bytes", "sha256", "reused"}
 LEFTOVER_KEYS = {"source", "what", "name", "rows", "kept_in"}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    base = tmp_path_factory.mktemp("legacy-template")
-    lf.build_flat_dir(base / "flat")
-    lf.build_old_root(base / "root")
-    return base
-
-
 @pytest.fixture
-def legacy(template, tmp_path):
-    shutil.copytree(template, tmp_path, dirs_exist_ok=True)
+def legacy(legacy_template, tmp_path):
+    shutil.copytree(legacy_template, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 

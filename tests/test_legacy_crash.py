@@ -82,18 +82,10 @@ if os.environ.get("PLANDB_STRESS") == "1":
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    base = tmp_path_factory.mktemp("legacy-template")
-    lf.build_flat_dir(base / "flat")
-    lf.build_old_root(base / "root")
-    return base
-
-
-@pytest.fixture(scope="module")
-def reference(template, tmp_path_factory):
-    """What an uninterrupted migration of the template produces."""
+def reference(legacy_template, tmp_path_factory):
+    """What an uninterrupted migration of the legacy template produces."""
     work = tmp_path_factory.mktemp("reference")
-    shutil.copytree(template, work, dirs_exist_ok=True)
+    shutil.copytree(legacy_template, work, dirs_exist_ok=True)
     report = migrate_existing_databases(work / "root", legacy_dir=work / "flat")
     assert report.ok
     return lf.dump_root(work / "root"), len(report.steps)
@@ -101,12 +93,12 @@ def reference(template, tmp_path_factory):
 
 @pytest.mark.parametrize("kill,env", KILLS, ids=[k if k != "env" else e["PLANDB_CRASH_AT"]
                                                 for k, e in KILLS])
-def test_a_killed_migration_is_finished_by_the_next_run(template, reference, tmp_path, kill,
-                                                       env):
+def test_a_killed_migration_is_finished_by_the_next_run(legacy_template, reference, tmp_path,
+                                                       kill, env):
     expected, total_steps = reference
     if kill.startswith("step:any:") and int(kill.rsplit(":", 1)[1]) >= total_steps:
         pytest.skip("past the last step")
-    shutil.copytree(template, tmp_path, dirs_exist_ok=True)
+    shutil.copytree(legacy_template, tmp_path, dirs_exist_ok=True)
     root, flat = tmp_path / "root", tmp_path / "flat"
     child_env = {**os.environ, "KILL": "none:" if kill == "env" else kill, **env}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(flat)], env=child_env,

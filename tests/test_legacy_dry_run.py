@@ -16,19 +16,10 @@ from plandb import DatabaseConfig, PlanRepository
 from plandb.maintenance.legacy import migrate_existing_databases
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """Both legacy shapes, built once; tests copy them (nothing holds them open)."""
-    base = tmp_path_factory.mktemp("legacy-template")
-    lf.build_flat_dir(base / "flat")
-    lf.build_old_root(base / "root")
-    return base
-
-
 @pytest.fixture
-def legacy(template, tmp_path):
-    shutil.copytree(template / "flat", tmp_path / "flat")
-    shutil.copytree(template / "root", tmp_path / "root")
+def legacy(legacy_template, tmp_path):
+    shutil.copytree(legacy_template / "flat", tmp_path / "flat")
+    shutil.copytree(legacy_template / "root", tmp_path / "root")
     return tmp_path
 
 
