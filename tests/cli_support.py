@@ -154,3 +154,26 @@ def downgrade_registry(root: Path) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def on_a_terminal(argv: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run `argv` with stdout and stderr on a pseudo-terminal; (exit status, output)."""
+    import pty
+
+    main_fd, child_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, stdout=child_fd, stderr=child_fd,
+                                stdin=subprocess.DEVNULL)
+        os.close(child_fd)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(main_fd)

@@ -213,25 +213,9 @@ def test_inspect_through_the_installed_entry_point(healthy_root: Path):
 
 def _on_a_terminal(*args: str) -> tuple[int, str]:
     """Run the real command with stdout and stderr on a pseudo-terminal; (status, output)."""
-    import pty
+    from cli_support import PLANDB_BIN, on_a_terminal
 
-    from cli_support import PLANDB_BIN
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([str(PLANDB_BIN), *args], stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+    return on_a_terminal([str(PLANDB_BIN), *args])
 
 
 def test_progress_bar_only_on_a_terminal_and_never_with_json(db_root: Path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import pty
 import shutil
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import legacy_fixtures as lf
 import pytest
+from cli_support import on_a_terminal
 from click.testing import CliRunner
 
 from plandb.cli import main
@@ -162,23 +162,7 @@ def test_a_failed_step_exits_1_leaves_its_file_and_the_next_run_retries_it(legac
 
 def test_progress_bar_only_on_a_terminal(legacy):
     root, flat = legacy / "root", legacy / "flat"
-    main_fd, child_fd = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--db-root", str(root),
-                                 "--legacy-dir", str(flat)], stdout=child_fd, stderr=child_fd,
-                                stdin=subprocess.DEVNULL)
-        os.close(child_fd)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main_fd, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(timeout=120) == 0
-    finally:
-        os.close(main_fd)
-    out = b"".join(chunks).decode(errors="replace")
+    status, out = on_a_terminal([sys.executable, str(SCRIPT), "--db-root", str(root),
+                                 "--legacy-dir", str(flat)], timeout=120)
+    assert status == 0
     assert "migrating" in out and "steps done" in out
