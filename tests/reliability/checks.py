@@ -162,3 +162,19 @@ def doctor_problems(root: Path, *, repair: bool = False) -> list[str]:
     if proc.returncode != 0 and not out:
         out.append(f"plandb doctor exited {proc.returncode}: {data}")
     return out
+
+
+def subtree(parent_of: dict[Any, Any], top: Any) -> list[Any]:
+    """`top` and its descendants in a model tree given as {node: parent or None}.
+
+    A value may also be an ``(id, parent)`` tuple (the kill driver's model)."""
+    kids: dict[Any, list[Any]] = {}
+    for node, value in parent_of.items():
+        parent = value[1] if isinstance(value, tuple) else value
+        kids.setdefault(parent, []).append(node)
+    out, stack = [], [top]
+    while stack:
+        x = stack.pop()
+        out.append(x)
+        stack.extend(kids.get(x, ()))
+    return out

@@ -41,7 +41,13 @@ from plandb import PlanNode, PlanRepository, PlanTree, TreeCycle
 
 from . import features
 from .acklog import AckLog, read_records
-from .checks import doctor_problems, integrity_problems, reconcile_root, registry_problems
+from .checks import (
+    doctor_problems,
+    integrity_problems,
+    reconcile_root,
+    registry_problems,
+    subtree,
+)
 from .legacy import write_legacy_plan
 
 HERE = Path(__file__).resolve().parent
@@ -89,19 +95,7 @@ class Child:
     def done(self, op: str, **values: Any) -> None:
         self.ack.write({"t": "ack", "n": self.n, "op": op, **values})
 
-    @staticmethod
-    def subtree(tasks: dict[str, Any], top: str) -> list[str]:
-        """`top` and its descendants; values are (id, parent) or just parent."""
-        kids: dict[str | None, list[str]] = {}
-        for name, value in tasks.items():
-            parent = value[1] if isinstance(value, tuple) else value
-            kids.setdefault(parent, []).append(name)
-        out, stack = [], [top]
-        while stack:
-            x = stack.pop()
-            out.append(x)
-            stack.extend(kids.get(x, ()))
-        return out
+    subtree = staticmethod(subtree)  # `top` and its descendants in the model
 
     def pick_plan(self) -> tuple[str, dict[str, Any]] | None:
         if not self.plans:

@@ -47,7 +47,13 @@ from plandb import (
 
 from . import features
 from .acklog import AckLog, percentile, read_records
-from .checks import doctor_problems, integrity_problems, reconcile_root, registry_problems
+from .checks import (
+    doctor_problems,
+    integrity_problems,
+    reconcile_root,
+    registry_problems,
+    subtree,
+)
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -172,17 +178,7 @@ class LoadThread:
 
     # -- helpers on the model --
 
-    @staticmethod
-    def subtree(nodes: dict[int, int | None], top: int) -> list[int]:
-        kids: dict[int | None, list[int]] = defaultdict(list)
-        for tid, parent in nodes.items():
-            kids[parent].append(tid)
-        out, stack = [], [top]
-        while stack:
-            x = stack.pop()
-            out.append(x)
-            stack.extend(kids.get(x, ()))
-        return out
+    subtree = staticmethod(subtree)  # `top` and its descendants in the model
 
     def pick_shared(self) -> tuple[int, dict[int, int | None]] | None:
         if not self.shared:
