@@ -12,6 +12,7 @@ of two transactions on one connection. A connection in use is never evicted.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections import OrderedDict
@@ -22,15 +23,36 @@ from pathlib import Path
 
 import apsw
 
+from . import checkpoints
 from .config import FILE_MODE, make_private
 from .errors import RepositoryClosed, StorageError, translate
+from .transaction import BusyWait, retry_busy
+
+
+class Connection(apsw.Connection):
+    """An apsw connection that keeps one cursor, `cur`, for plandb's own short statements.
+
+    ``conn.execute`` makes a new cursor per statement, which on a small write costs about what
+    the statement does (BEGIN + COMMIT: 4.0 us with a cursor each, 1.6 us on one kept cursor).
+    Use ``cur.execute(sql, params)`` only for statements run to completion at once: without
+    rows, or followed by ``.fetchall()``. A statement left half-read on it would keep its read
+    snapshot open, and iterating it while another statement runs on it would break the
+    iteration; anything that iterates lazily uses ``conn.execute``.
+    """
+
+    __slots__ = ("cur",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cur = self.cursor()
+
 
 # --- open steps ------------------------------------------------------------------------------
 
 
 def connection_busy_timeout(conn: apsw.Connection, ms: int) -> None:
     """Wait up to `ms` for another writer instead of failing at once (apsw's default is 0)."""
-    conn.set_busy_timeout(ms)
+    conn.set_busy_handler(BusyWait(ms))
 
 
 def connection_wal(conn: apsw.Connection, ms: int) -> None:
@@ -73,9 +95,20 @@ OPEN_STEPS: tuple[Callable[[apsw.Connection, int], None], ...] = (
 
 
 def configure_connection(conn: apsw.Connection, path: Path, busy_timeout_ms: int) -> None:
-    """Apply every OPEN_STEPS step (the caller closes the connection if one fails)."""
-    for step in OPEN_STEPS:
-        step(conn, busy_timeout_ms)
+    """Apply every OPEN_STEPS step (the caller closes the connection if one fails).
+
+    The switch to WAL can meet SQLITE_BUSY at once, without the busy handler ever waiting: on a
+    file not yet in WAL (a new one that another process is creating too) it is a read
+    transaction upgraded to a write, and SQLite fails such upgrades instead of waiting (deadlock
+    avoidance). The steps are idempotent, so they are retried with backoff until the busy
+    timeout is spent, then `DatabaseBusy` reports the time waited.
+    """
+
+    def apply() -> None:
+        for step in OPEN_STEPS:
+            step(conn, busy_timeout_ms)
+
+    retry_busy(apply, path=path, budget_ms=busy_timeout_ms)
     make_private(path)
 
 
@@ -116,7 +149,7 @@ def open_connection(
         _precreate_private(path)
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
     try:
-        conn = apsw.Connection(str(path), flags=flags)
+        conn = Connection(str(path), flags=flags)
     except apsw.Error as exc:
         raise translate(exc, path) from exc
     try:
@@ -146,6 +179,25 @@ class Handle:
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict = field(default_factory=dict)
     users: int = 0  # nesting depth of use() (the lock is re-entrant, so it cannot tell)
+    retired: bool = False  # out of the pool (evicted, discarded): take a fresh handle
+    _moved: ctypes.c_int = field(default_factory=ctypes.c_int)  # SQLite writes the answer here
+
+    def file_moved(self) -> bool:
+        """True if the file this connection opened has since been deleted, renamed or replaced
+        (another process deleted the plan, a restore swapped the file in): writing through it
+        would be acknowledged and lost. SQLite's own check (SQLITE_FCNTL_HAS_MOVED: one stat
+        compared with the inode it opened), far cheaper than an os.stat from Python."""
+        moved = self._moved
+        self.conn.file_control("main", _HAS_MOVED, ctypes.addressof(moved))
+        return moved.value != 0
+
+
+_HAS_MOVED = apsw.SQLITE_FCNTL_HAS_MOVED
+
+
+def _key(path: str | os.PathLike) -> str:
+    # Pool keys are str: hashing a pathlib.Path runs Python code, a str hash is cached in C.
+    return path if type(path) is str else os.fspath(path)
 
 
 class ConnectionPool:
@@ -155,17 +207,21 @@ class ConnectionPool:
     anyone else can use the connection. The connection arrives with only its busy timeout set:
     on_open checks what the file is, then calls `configure_connection` (WAL etc.), so a foreign
     or too-new file is refused before anything writes to it. Without on_open the pool
-    configures the connection itself.
+    configures the connection itself. Pooled connections checkpoint in the background
+    (`plandb.checkpoints`) unless ``background_checkpoints=False``.
     """
 
     def __init__(
         self,
         max_open: int = 64,
         busy_timeout_ms: int = 10_000,
+        *,
+        background_checkpoints: bool = True,
     ):
         self.max_open = max_open
         self.busy_timeout_ms = busy_timeout_ms
-        self._handles: OrderedDict[Path, Handle] = OrderedDict()
+        self.background_checkpoints = background_checkpoints
+        self._handles: OrderedDict[str, Handle] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
         self.opens = 0  # physical opens, for tests and the benchmark
@@ -173,7 +229,7 @@ class ConnectionPool:
     @contextmanager
     def use(
         self,
-        path: Path,
+        path: str | os.PathLike,
         on_open: Callable[[apsw.Connection, Path], None] | None = None,
         *,
         create: bool = True,
@@ -185,12 +241,29 @@ class ConnectionPool:
         finally:
             self.release(handle)
 
-    def acquire(self, path: Path, on_open: Callable[[apsw.Connection, Path], None] | None = None,
+    def acquire(self, path: str | os.PathLike,
+                on_open: Callable[[apsw.Connection, Path], None] | None = None,
                 *, create: bool = True) -> Handle:
         """`use` without the context manager, for hot paths: pair it with `release`."""
-        handle = self._acquire(path, on_open, create)
-        handle.users += 1
-        return handle
+        key = _key(path)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RepositoryClosed("the connection pool is closed; open a new repository")
+                handle = self._handles.get(key)
+                if handle is not None:
+                    self._handles.move_to_end(key)
+            if handle is None:
+                handle = self._open(key, on_open, create)
+                if handle is None:
+                    continue  # another thread opened it meanwhile: use theirs
+            else:
+                handle.lock.acquire()
+                if handle.retired:  # evicted or discarded between lookup and lock
+                    handle.lock.release()
+                    continue
+            handle.users += 1
+            return handle
 
     @staticmethod
     def release(handle: Handle) -> None:
@@ -198,24 +271,9 @@ class ConnectionPool:
         handle.users -= 1
         handle.lock.release()
 
-    def _acquire(self, path: Path, on_open, create: bool) -> Handle:
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise RepositoryClosed("the connection pool is closed; open a new repository")
-                handle = self._handles.get(path)
-                if handle is not None:
-                    self._handles.move_to_end(path)
-            if handle is None:
-                return self._open(path, on_open, create)
-            handle.lock.acquire()
-            # It may have been evicted (closed) between lookup and lock.
-            with self._lock:
-                if self._handles.get(path) is handle:
-                    return handle
-            handle.lock.release()
-
-    def _open(self, path: Path, on_open, create: bool) -> Handle:
+    def _open(self, key: str, on_open, create: bool) -> Handle | None:
+        """Open `key` and add it to the pool, locked; None if another thread added it first."""
+        path = Path(key)
         conn = open_connection(path, create=create, busy_timeout_ms=self.busy_timeout_ms,
                                configure=on_open is None)
         handle = Handle(path, conn)
@@ -223,6 +281,8 @@ class ConnectionPool:
         try:
             if on_open is not None:
                 on_open(conn, path)  # must call configure_connection once the file checks out
+            if self.background_checkpoints:
+                checkpoints.attach(conn)
         except BaseException as exc:
             handle.lock.release()
             conn.close()
@@ -231,18 +291,16 @@ class ConnectionPool:
             raise
         with self._lock:
             self.opens += 1
-            other = self._handles.get(path)
-            if other is not None or self._closed:
-                # Another thread opened the same file meanwhile: use one connection only.
-                handle.lock.release()
-                conn.close()
-                if self._closed:
-                    raise RepositoryClosed("the connection pool is closed; open a new repository")
-            else:
-                self._handles[path] = handle
+            if key not in self._handles and not self._closed:
+                self._handles[key] = handle
                 self._evict_locked(keep=handle)
                 return handle
-        return self._acquire(path, None, create)
+            closed = self._closed
+        handle.lock.release()
+        _close_quietly(conn)
+        if closed:
+            raise RepositoryClosed("the connection pool is closed; open a new repository")
+        return None
 
     def _evict_locked(self, keep: Handle) -> None:
         """Close least-recently-used idle connections until within the bound."""
@@ -258,14 +316,20 @@ class ConnectionPool:
                     continue
                 try:
                     del self._handles[key]
+                    handle.retired = True
                     _close_quietly(handle.conn)
                 finally:
                     handle.lock.release()
 
-    def discard(self, path: Path) -> None:
-        """Close and forget the connection for `path` (before deleting or replacing the file)."""
+    def discard(self, path: str | os.PathLike) -> None:
+        """Close and forget the connection for `path` (before deleting or replacing the file);
+        a background checkpoint of it in progress is waited for, pending ones dropped."""
+        key = _key(path)
         with self._lock:
-            handle = self._handles.pop(path, None)
+            handle = self._handles.pop(key, None)
+            if handle is not None:
+                handle.retired = True
+        checkpoints.CHECKPOINTER.forget(key)
         if handle is not None:
             with handle.lock:
                 _close_quietly(handle.conn)
@@ -273,9 +337,9 @@ class ConnectionPool:
     def discard_under(self, folder: Path) -> None:
         """Close every cached connection to a file below `folder`."""
         with self._lock:
-            paths = [p for p in self._handles if folder in p.parents]
-        for p in paths:
-            self.discard(p)
+            keys = [k for k in self._handles if folder in Path(k).parents]
+        for key in keys:
+            self.discard(key)
 
     def open_count(self) -> int:
         with self._lock:
@@ -287,7 +351,10 @@ class ConnectionPool:
             self._closed = True
             handles = list(self._handles.values())
             self._handles.clear()
+            for handle in handles:
+                handle.retired = True
         for handle in handles:
+            checkpoints.CHECKPOINTER.forget(_key(handle.path))
             with handle.lock:
                 _close_quietly(handle.conn)
 

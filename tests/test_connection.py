@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 
+import apsw
 import pytest
 
 from plandb import DatabaseConfig, PlanRepository, RepositoryClosed
@@ -15,13 +17,21 @@ def open_fds() -> int:
 
 
 def test_policy_is_applied(tmp_path):
-    conn = open_connection(tmp_path / "a.sqlite", busy_timeout_ms=1234)
+    conn = open_connection(tmp_path / "a.sqlite", busy_timeout_ms=300)
+    other = apsw.Connection(str(tmp_path / "a.sqlite"))
     try:
         assert conn.execute("PRAGMA journal_mode").fetchall()[0][0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchall()[0][0] == 1  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchall()[0][0] == 1
-        assert conn.execute("PRAGMA busy_timeout").fetchall()[0][0] == 1234
+        # The busy wait is plandb's own handler (PRAGMA busy_timeout reads 0): it waits out the
+        # whole timeout behind another writer before SQLITE_BUSY.
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(apsw.BusyError):
+            conn.execute("BEGIN IMMEDIATE")
+        assert time.monotonic() - started >= 0.3
     finally:
+        other.close()
         conn.close()
 
 

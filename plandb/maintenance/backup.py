@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,8 +31,9 @@ import apsw
 from .. import jsonutil, schema
 from ..config import FILE_MODE, DatabaseConfig, ensure_private_dir, fsync_path
 from ..connection import open_connection
-from ..errors import BackupError, DatabaseBusy, PlanDBError, RootNotFound, translate
+from ..errors import BackupError, PlanDBError, RootNotFound, translate
 from ..timestamps import now
+from ..transaction import retry_busy
 from .inspect import Problem, Progress, no_progress
 from .scan import DATA_FOLDERS, SIDE_SUFFIXES, database_files, file_sizes, read_snapshot
 
@@ -68,19 +68,6 @@ def _write_json(path: Path, value: Any) -> None:
     fsync_path(path.parent)
 
 
-def _retry_busy(fn, path: Path, busy_timeout_ms: int, attempts: int = 5):
-    delay = 0.05
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (apsw.BusyError, apsw.LockedError) as exc:
-            if attempt == attempts - 1:
-                raise DatabaseBusy(path, busy_timeout_ms) from exc
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 # --- backup ----------------------------------------------------------------------------------
 
 
@@ -108,7 +95,7 @@ def copy_database(src: Path, dest: Path, *, busy_timeout_ms: int = 10_000) -> No
             with target.backup("main", source, "main") as b:
                 b.step(-1)
 
-        _retry_busy(run, src, busy_timeout_ms)
+        retry_busy(run, path=src, retries=4)
     except BaseException as exc:
         if target is not None:
             target.close()
@@ -380,10 +367,10 @@ def vacuum_file(path: Path, *, busy_timeout_ms: int = 10_000) -> None:
     """VACUUM one file, then truncate its -wal. Not inside `write()`: VACUUM cannot be."""
     conn = open_connection(path, create=False, configure=False, busy_timeout_ms=busy_timeout_ms)
     try:
-        _retry_busy(lambda: conn.execute("VACUUM"), path, busy_timeout_ms)
+        retry_busy(conn.execute, "VACUUM", path=path, retries=4)
         if str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower() == "wal":
-            _retry_busy(lambda: conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE),
-                        path, busy_timeout_ms)
+            retry_busy(conn.wal_checkpoint, "main", apsw.SQLITE_CHECKPOINT_TRUNCATE, path=path,
+                       retries=4)
     except apsw.Error as exc:
         raise translate(exc, path) from exc
     finally:
