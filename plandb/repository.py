@@ -63,7 +63,7 @@ from .payload import Payloads, clean_name
 from .records import RecordsMixin
 from .redaction import Redactor
 from .stores import registry as reg
-from .stores.plan import PlanStore, SiblingCache
+from .stores.plan import PlanStore
 from .timestamps import now
 from .transaction import read, write
 
@@ -119,6 +119,65 @@ def _empty_file(path: Path) -> bool:
         return True
 
 
+class _PlanWrite:
+    """The context manager behind `PlanRepository._plan_write`: the plan's pooled handle, one
+    `write()` transaction on it, the call's timestamp and the after-commit dirty mark.
+
+    A class rather than a generator: it runs on every task write, where a generator-based
+    context manager costs more than all of this bookkeeping."""
+
+    __slots__ = ("repo", "plan_id", "touch_meta", "handle", "store", "txn")
+
+    def __init__(self, repo: PlanRepository, plan_id: int, touch_meta: bool):
+        self.repo = repo
+        self.plan_id = plan_id
+        self.touch_meta = touch_meta
+
+    def __enter__(self) -> PlanStore:
+        repo, plan_id = self.repo, self.plan_id
+        handle, path = repo._acquire_plan(plan_id)
+        try:
+            store = repo._store(handle, plan_id)
+            txn = write(store.conn, path, retries=repo.config.write_retries)
+            tx = txn.__enter__()
+        except BaseException as exc:
+            repo.pool.release(handle)
+            if isinstance(exc, FileNotFoundError):
+                raise PlanNotFound(plan_id, "no plan file") from None
+            raise
+        self.handle, self.store, self.txn = handle, store, txn
+        stamp = store.stamp = now()  # one timestamp for every row this call writes
+        tx.after_commit(lambda: repo._mark_dirty(plan_id, stamp))
+        if self.touch_meta:
+            try:
+                store.touch(stamp)
+            except BaseException as exc:
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        return store
+
+    def __exit__(self, etype: Any, exc: Any, tb: Any) -> bool:
+        repo = self.repo
+        try:
+            self.txn.__exit__(etype, exc, tb)  # commit, or roll back (and maybe translate)
+        except FileNotFoundError:
+            self.store.cache.clear()
+            raise PlanNotFound(self.plan_id, "no plan file") from None
+        except BaseException:
+            self.store.cache.clear()
+            raise
+        finally:
+            repo.pool.release(self.handle)
+        if etype is not None:
+            # Rolled back: the tree cache may hold rows that never committed.
+            self.store.cache.clear()
+            if issubclass(etype, FileNotFoundError):
+                raise PlanNotFound(self.plan_id, "no plan file") from None
+            return False
+        repo._maybe_flush()
+        return False
+
+
 class PlanRepository(RecordsMixin):
     """Routes every read and write to the right file under one DB_ROOT.
 
@@ -150,8 +209,10 @@ class PlanRepository(RecordsMixin):
         self._last_flush = time.monotonic()
         self._template: bytes | None = None
         self._template_lock = threading.Lock()
-        self._plan_paths: dict[int, Path] = {}  # plan id -> file path (pathlib is slow per call)
+        # plan id -> (file path, its str): pathlib is slow per call, os.stat takes the str
+        self._plan_paths: dict[int, tuple[Path, str]] = {}
         self._backups = config.folder("backups")
+        self._open_checks = {kind: self._on_open(kind) for kind in schema.KINDS}
         self._init_records()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -194,7 +255,7 @@ class PlanRepository(RecordsMixin):
     def _handle(self, path: Path, kind: str, *, create: bool = True) -> Iterator[Handle]:
         """The pooled, schema-checked connection handle for `path` (a file of `kind`)."""
         try:
-            with self.pool.use(path, self._on_open(kind), create=create) as handle:
+            with self.pool.use(path, self._open_checks[kind], create=create) as handle:
                 yield handle
         except apsw.Error as exc:
             raise translate(exc, path) from exc
@@ -210,48 +271,55 @@ class PlanRepository(RecordsMixin):
 
     def _plan_path(self, plan_id: int) -> Path:
         """`config.plan_db_path`, memoised: building a Path costs more than a small write."""
-        path = self._plan_paths.get(plan_id) if type(plan_id) is int else None
-        if path is None:
+        return self._plan_file(plan_id)[0]
+
+    def _plan_file(self, plan_id: int) -> tuple[Path, str]:
+        entry = self._plan_paths.get(plan_id) if type(plan_id) is int else None
+        if entry is None:
             path = self.config.plan_db_path(plan_id)  # validates the id
             if len(self._plan_paths) >= 4096:
                 self._plan_paths.clear()
-            self._plan_paths[plan_id] = path
-        return path
+            entry = self._plan_paths[plan_id] = (path, str(path))
+        return entry
 
     def _acquire_plan(self, plan_id: int) -> tuple[Handle, Path]:
         """The plan file's pooled handle, locked (give it back with `pool.release`), checked to
         still be the file on disk; PlanNotFound if there is none. One function, not nested
         context managers: it runs on every task call."""
-        path = self._plan_path(plan_id)
+        path, key = self._plan_file(plan_id)
         pool = self.pool
+        check = self._open_checks["plan"]
         for _attempt in range(3):
             try:
-                handle = pool.acquire(path, self._on_open("plan"), create=False)
+                handle = pool.acquire(key, check, create=False)
             except FileNotFoundError:
                 raise PlanNotFound(plan_id, "no plan file") from None
             except apsw.Error as exc:
                 raise translate(exc, path) from exc
             # A cached connection outlives its file when another process deletes (or
-            # replaces) the plan: writing through it would be acknowledged and lost.
-            # One stat per call tells; the connection is then dropped and reopened.
+            # replaces) the plan: writing through it would be acknowledged and lost. SQLite
+            # tells in one stat; the connection is then dropped and the file reopened (or
+            # PlanNotFound, if it is gone).
             try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                pool.discard(path)
+                moved = handle.file_moved()
+            except BaseException:
                 pool.release(handle)
-                raise PlanNotFound(plan_id, "no plan file") from None
-            if handle.cache.setdefault("file_id", (st.st_dev, st.st_ino)) == (
-                    st.st_dev, st.st_ino):
+                raise
+            if not moved:
                 return handle, path
-            pool.discard(path)
+            pool.discard(key)
             pool.release(handle)
         raise PlanNotFound(plan_id, "its file keeps being replaced; retry")
 
     def _store(self, handle: Handle, plan_id: int) -> PlanStore:
-        siblings = handle.cache.get("siblings")
-        if siblings is None:
-            siblings = handle.cache["siblings"] = SiblingCache()
-        return PlanStore(handle.conn, plan_id, self.payloads, siblings)
+        """The PlanStore kept with the handle (its sibling cache lives as long as the
+        connection), reset for a new call."""
+        store = handle.cache.get("store")
+        if store is None or store.plan_id != plan_id:
+            store = handle.cache["store"] = PlanStore(handle.conn, plan_id, self.payloads)
+        store.stamp = None
+        store.version_checked = False
+        return store
 
     @contextmanager
     def _plan(self, plan_id: int) -> Iterator[PlanStore]:
@@ -266,34 +334,15 @@ class PlanRepository(RecordsMixin):
         finally:
             self.pool.release(handle)
 
-    @contextmanager
-    def _plan_write(self, plan_id: int, *, touch_meta: bool = False) -> Iterator[PlanStore]:
-        """A write transaction on the plan's file that marks the plan dirty after commit.
+    def _plan_write(self, plan_id: int, *, touch_meta: bool = False) -> _PlanWrite:
+        """A write transaction on the plan's file that marks the plan dirty after commit; use
+        as ``with self._plan_write(plan_id) as store:``.
 
         Reconcile recomputes the registry's ``updated_at`` after a crash as the later of
         plan_meta ``updated_at`` and the newest task ``updated_at``. Calls that stamp the rows
         they write need nothing more; calls that may leave no stamped row (deletes, whole-tree
         replacements) pass ``touch_meta=True`` (one more page per commit, so not for all)."""
-        handle, path = self._acquire_plan(plan_id)
-        try:
-            store = self._store(handle, plan_id)
-            try:
-                with write(store.conn, path, retries=self.config.write_retries) as tx:
-                    stamp = store.stamp = now()  # one timestamp for every row this call writes
-                    if touch_meta:
-                        store.touch(stamp)
-                    tx.after_commit(lambda: self._mark_dirty(plan_id, stamp))
-                    yield store
-            except BaseException:
-                # Rolled back: cached sibling counts may count rows that never committed.
-                store.siblings.groups.clear()
-                raise
-        except FileNotFoundError:
-            raise PlanNotFound(plan_id, "no plan file") from None
-        finally:
-            self.pool.release(handle)
-        self._maybe_flush()
-
+        return _PlanWrite(self, plan_id, touch_meta)
 
     def _mark_dirty(self, plan_id: int, stamp: str) -> None:
         with self._dirty_lock:
@@ -598,12 +647,28 @@ class PlanRepository(RecordsMixin):
     ) -> PlanNode:
         """Change the given fields (None = unchanged); dependencies replace the old set.
         Context changes stamp context_updated_at."""
-        fields = {
-            "name": name, "status": status, "instruction": instruction, "metadata": metadata,
-            "dependencies": dependencies, "context_combined": context_combined,
-            "context_sections": context_sections, "context_meta": context_meta,
-            "execution_result": execution_result,
-        }
+        # Only the fields given, in UPDATABLE order (the first invalid one is reported).
+        # Spelled out: this runs on every status change, and a loop over nine mostly-None
+        # values costs more than the checks.
+        fields: dict[str, Any] = {}
+        if name is not None:
+            fields["name"] = name
+        if status is not None:
+            fields["status"] = status
+        if instruction is not None:
+            fields["instruction"] = instruction
+        if metadata is not None:
+            fields["metadata"] = metadata
+        if execution_result is not None:
+            fields["execution_result"] = execution_result
+        if context_combined is not None:
+            fields["context_combined"] = context_combined
+        if context_sections is not None:
+            fields["context_sections"] = context_sections
+        if context_meta is not None:
+            fields["context_meta"] = context_meta
+        if dependencies is not None:
+            fields["dependencies"] = dependencies
         with self._plan_write(plan_id) as store:
             return store.update_task(task_id, fields)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from .errors import InvalidInput
@@ -15,9 +16,22 @@ _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _LEGACY = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(\.\d{1,6})?(Z|[+-]00:?00)?$")
 
 
+# (epoch second, its "YYYY-MM-DDTHH:MM:SS" text): every write stamps rows, and
+# datetime.strftime costs as much as a small SQLite commit (it re-imports `time` and builds a
+# struct per call), so the text of the current second is formatted once. One tuple, replaced
+# whole, so threads never see a second paired with another second's text.
+_second: tuple[int, str] = (-1, "")
+
+
 def now() -> str:
-    """The current UTC time in plandb's stored format."""
-    return datetime.now(UTC).strftime(_FORMAT)
+    """The current UTC time in plandb's stored format (microseconds, truncated like
+    ``datetime.now``)."""
+    global _second
+    sec, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def format_dt(value: datetime) -> str:

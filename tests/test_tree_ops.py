@@ -202,6 +202,44 @@ def test_two_repositories_appending_to_one_plan(config, plan_id):
         assert names(one, plan_id) == [f"t{i}" for i in range(6)]
 
 
+def test_cached_paths_and_ids_follow_writes_through_another_connection(config, plan_id):
+    """Each connection caches parents' paths and the next task id (TreeCache); a move, a
+    delete or a create through another connection must make it look again, never reuse an id
+    or build a child's path from a parent's old place."""
+    with PlanRepository(config) as one, PlanRepository(config) as two:
+        q = one.create_task(plan_id, name="q")
+        p = one.create_task(plan_id, name="p")
+        one.create_task(plan_id, name="p1", parent_id=p.id)  # one now knows p's path
+        two.move_task(plan_id, p.id, new_parent_id=q.id)
+        x = two.create_task(plan_id, name="x")  # takes the id one would have guessed
+        child = one.create_task(plan_id, name="p2", parent_id=p.id)
+        assert child.id == x.id + 1
+        assert child.path == f"/{q.id}/{p.id}/{child.id}" and child.depth == 2
+        two.delete_task(plan_id, p.id)
+        with pytest.raises(TaskNotFound):
+            one.create_task(plan_id, name="orphan", parent_id=p.id)
+        assert sorted(one.get_plan_tree(plan_id).nodes) == [q.id, x.id]
+
+
+def test_cached_parent_paths_follow_this_connections_moves_deletes_and_rollbacks(
+        repo, plan_id):
+    a = repo.create_task(plan_id, name="a")
+    b = repo.create_task(plan_id, name="b", parent_id=a.id)
+    other = repo.create_task(plan_id, name="other")
+    repo.move_task(plan_id, a.id, new_parent_id=other.id)
+    c = repo.create_task(plan_id, name="c", parent_id=b.id)
+    assert c.path == f"/{other.id}/{a.id}/{b.id}/{c.id}" and c.depth == 3
+    repo.delete_task(plan_id, a.id)
+    with pytest.raises(TaskNotFound):
+        repo.create_task(plan_id, name="under a deleted task", parent_id=b.id)
+    with pytest.raises(InvalidInput):  # rolled back: its ids and paths were never real
+        repo.create_tasks(plan_id, [{"name": "d"}, {"name": "e", "parent_index": 0},
+                                    {"name": ""}])
+    f = repo.create_task(plan_id, name="f", parent_id=other.id)
+    assert f.path == f"/{other.id}/{f.id}"
+    assert repo.get_node(plan_id, f.id) == f
+
+
 def test_task_ids_are_never_reused(repo, plan_id):
     a = repo.create_task(plan_id, name="a")
     b = repo.create_task(plan_id, name="b")

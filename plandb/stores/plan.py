@@ -11,7 +11,9 @@ Tree representation: ``parent_id`` + ``position`` + materialised ``path`` + ``de
   rank computed from the keys, so callers always see 0..n-1.
 - Appends are the common case in wide plans; their rank comes from a per-connection cache of
   (max key, child count) per parent, trusted only while ``PRAGMA data_version`` shows that no
-  other connection has written the file since (otherwise it is recomputed).
+  other connection has written the file since (otherwise it is recomputed). The same cache
+  (`TreeCache`) keeps parents' paths and the next task id, so appending a child runs one
+  INSERT: no parent lookup, no count, no sequence read.
 
 Functions take a `Tx` (writes) or a connection inside `read()` (reads) and never commit.
 """
@@ -37,23 +39,47 @@ TASK_COLUMNS = (
     "created_at, updated_at"
 )
 _SELECT = f"SELECT {TASK_COLUMNS} FROM tasks"
+# A node is its row plus its dense rank among siblings and its dependencies, read in the same
+# statement (one round trip instead of three): `tasks` is the row being read or updated.
+NODE_COLUMNS = (
+    f"{TASK_COLUMNS}, "
+    "(SELECT count(*) FROM tasks s WHERE s.parent_id IS tasks.parent_id "
+    "AND s.position < tasks.position), "
+    "(SELECT group_concat(depends_on) FROM task_dependencies WHERE task_id = tasks.id)"
+)
+_SELECT_NODE = f"SELECT {NODE_COLUMNS} FROM tasks WHERE id = ?"
 META_KEYS = ("plan_id", "title", "description", "owner", "metadata", "created_at", "updated_at")
 UPDATABLE = (
     "name", "status", "instruction", "metadata", "execution_result",
     "context_combined", "context_sections", "context_meta",
 )
-_CONTEXT = ("context_combined", "context_sections", "context_meta")
+_CONTEXT = frozenset(("context_combined", "context_sections", "context_meta"))
+_UPDATE_SQL: dict[tuple[str, ...], str] = {}  # columns set -> statement (few distinct sets)
 
 
-def _row_to_node(plan_id: int, row: tuple, rank: int, deps: list[int]) -> PlanNode:
+def _update_sql(cols: tuple[str, ...]) -> str:
+    """``UPDATE tasks SET <cols>, [context_updated_at,] updated_at WHERE id = ?`` for a set of
+    UPDATABLE columns, built once per distinct set: column names never come from the caller."""
+    sql = _UPDATE_SQL.get(cols)
+    if sql is None:
+        sets = [f"{c} = ?" for c in cols]
+        if _CONTEXT.intersection(cols):
+            sets.append("context_updated_at = ?")
+        sets.append("updated_at = ?")
+        sql = _UPDATE_SQL[cols] = f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?"
+    return sql
+
+
+def _node(plan_id: int, r: tuple) -> PlanNode:
+    """A PlanNode from a row of NODE_COLUMNS (dependencies come as "3,1": sorted here, an
+    ORDER BY inside group_concat would cost a sorter per row)."""
+    loads = jsonutil.loads
+    deps = r[17]
     return PlanNode(
-        id=row[0], plan_id=plan_id, name=row[1], status=row[2], instruction=row[3],
-        parent_id=row[4], position=rank, path=row[6], depth=row[7],
-        metadata=jsonutil.loads(row[8], {}), dependencies=deps, execution_result=row[9],
-        context_combined=row[10], context_sections=jsonutil.loads(row[11], []),
-        context_meta=jsonutil.loads(row[12], {}), context_updated_at=row[13],
-        created_at=row[14], updated_at=row[15],
-    )
+        r[0], plan_id, r[1], r[2], r[3], r[4], r[16], r[6], r[7],
+        loads(r[8], {}) if r[8] else {}, sorted(map(int, deps.split(","))) if deps else [],
+        r[9], r[10], loads(r[11], []) if r[11] else [], loads(r[12], {}) if r[12] else {},
+        r[13], r[14], r[15])
 
 
 def _task_id(value: Any, what: str = "task id") -> int:
@@ -92,33 +118,59 @@ def _subtree_range(path: str) -> tuple[str, str]:
     return path + "/", path + "0"
 
 
-class SiblingCache:
-    """(max key, count) per parent for one connection, valid while data_version is unchanged."""
+class TreeCache:
+    """What one connection remembers of its plan file between calls, trusted only while
+    ``PRAGMA data_version`` shows that no other connection has written the file since:
 
-    __slots__ = ("data_version", "groups")
+    - `groups`: (max key, child count) per parent, so an append needs no count query;
+    - `paths`: (path, depth) per task id, so a new child needs no parent lookup;
+    - `next_id`: the id the next task gets (ids are never reused: AUTOINCREMENT).
+
+    Writes that move or remove tasks clear `paths` (a cached path must never name a task
+    that is gone or elsewhere); a rollback clears everything (it may have counted rows that
+    never committed)."""
+
+    __slots__ = ("data_version", "groups", "paths", "next_id")
+
+    MAX_PATHS = 4096  # a bound on memory per connection; past it the paths are dropped
 
     def __init__(self) -> None:
         self.data_version = -1
         self.groups: dict[int | None, tuple[int, int]] = {}
+        self.paths: dict[int, tuple[str, int]] = {}
+        self.next_id: int | None = None
 
-    def check(self, conn: apsw.Connection) -> None:
+    def check(self, conn: apsw.Connection | apsw.Cursor) -> None:
         dv = conn.execute("PRAGMA data_version").fetchall()[0][0]
         if dv != self.data_version:
-            self.groups.clear()
+            self.clear()
             self.data_version = dv
+
+    def clear(self) -> None:
+        self.groups.clear()
+        self.paths.clear()
+        self.next_id = None
+
+    def note_path(self, task_id: int, path: str, depth: int) -> None:
+        if len(self.paths) >= self.MAX_PATHS:
+            self.paths.clear()
+        self.paths[task_id] = (path, depth)
 
 
 class PlanStore:
-    """Tree operations on one open plan file. Cheap to construct; holds no state of its own."""
+    """Tree operations on one open plan file. The repository keeps one per pooled connection
+    (with its `TreeCache`); `stamp` and `version_checked` are reset for every call."""
 
-    __slots__ = ("conn", "plan_id", "payloads", "siblings", "stamp", "version_checked")
+    __slots__ = ("conn", "cur", "plan_id", "payloads", "cache", "stamp", "version_checked")
 
-    def __init__(self, conn: apsw.Connection, plan_id: int, payloads: Payloads,
-                 siblings: SiblingCache | None = None):
+    def __init__(self, conn: apsw.Connection, plan_id: int, payloads: Payloads):
         self.conn = conn
+        # Statements run to completion go through the connection's kept cursor (see
+        # plandb.connection.Connection); anything iterated lazily uses conn.execute.
+        self.cur = getattr(conn, "cur", conn)
         self.plan_id = plan_id
         self.payloads = payloads
-        self.siblings = siblings if siblings is not None else SiblingCache()
+        self.cache = TreeCache()
         # The enclosing write's timestamp (set by the repository): rows written in one
         # transaction share it, and now() is not paid per row.
         self.stamp: str | None = None
@@ -127,9 +179,8 @@ class PlanStore:
     # --- small reads -----------------------------------------------------------------------
 
     def _one(self, sql: str, params: Any = ()) -> Any:
-        for row in self.conn.execute(sql, params):
-            return row
-        return None
+        rows = self.cur.execute(sql, params).fetchall()
+        return rows[0] if rows else None
 
     def _row(self, task_id: int) -> tuple:
         row = self._one(_SELECT + " WHERE id = ?", (_task_id(task_id),))
@@ -153,8 +204,10 @@ class PlanStore:
                          (*params, key))[0]
 
     def node(self, task_id: int) -> PlanNode:
-        row = self._row(task_id)
-        return _row_to_node(self.plan_id, row, self._rank(row[4], row[5]), self._deps(row[0]))
+        row = self._one(_SELECT_NODE, (_task_id(task_id),))
+        if row is None:
+            raise TaskNotFound(self.plan_id, task_id)
+        return _node(self.plan_id, row)
 
     def exists(self, task_id: int) -> bool:
         return self._one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None
@@ -188,14 +241,18 @@ class PlanStore:
 
     # --- ordering keys -----------------------------------------------------------------------
 
-    def _append_key(self, parent_id: int | None) -> tuple[int, int]:
-        """(key, rank) for a new last child of `parent_id`; O(log n) via the sibling cache."""
+    def _checked_cache(self) -> TreeCache:
+        """The tree cache, emptied first if another connection wrote the file meanwhile."""
         if not self.version_checked:
             # data_version only moves when another connection commits, which cannot happen
             # while the repository's write transaction (stamp set) holds the lock: once is enough.
-            self.siblings.check(self.conn)
+            self.cache.check(self.cur)
             self.version_checked = self.stamp is not None
-        group = self.siblings.groups.get(parent_id)
+        return self.cache
+
+    def _append_key(self, parent_id: int | None) -> tuple[int, int]:
+        """(key, rank) for a new last child of `parent_id`; O(log n) via the tree cache."""
+        group = self._checked_cache().groups.get(parent_id)
         if group is None:
             where, params = self._sibling_keys_sql(parent_id)
             mx, n = self._one(f"SELECT max(position), count(*) FROM tasks WHERE {where}", params)
@@ -207,7 +264,7 @@ class PlanStore:
         return mx + STEP, n
 
     def _note_append(self, parent_id: int | None, key: int, rank: int) -> None:
-        self.siblings.groups[parent_id] = (key, rank + 1)
+        self.cache.groups[parent_id] = (key, rank + 1)
 
     def _key_at(self, parent_id: int | None, rank: int, exclude: int | None = None) -> tuple[int, int]:
         """(key, rank) to insert at dense `rank` among the children (excluding `exclude`)."""
@@ -253,7 +310,7 @@ class PlanStore:
                               [(-(i + 1), tid) for i, tid in enumerate(ids)])
         self.conn.executemany("UPDATE tasks SET position = ? WHERE id = ?",
                               [(i * STEP, tid) for i, tid in enumerate(ids)])
-        self.siblings.groups.pop(parent_id, None)
+        self.cache.groups.pop(parent_id, None)
 
     # --- dependencies ------------------------------------------------------------------------
 
@@ -321,11 +378,15 @@ class PlanStore:
             position = anchor_rank if where == "before" else anchor_rank + 1
         elif anchor_position is not None:
             raise InvalidInput("anchor_position needs anchor_task_id")
+        cache = self._checked_cache()
         if parent_id is not None:
-            prow = self._one("SELECT path, depth FROM tasks WHERE id = ?",
-                             (_task_id(parent_id, "parent id"),))
+            prow = cache.paths.get(parent_id)
             if prow is None:
-                raise TaskNotFound(self.plan_id, parent_id)
+                prow = self._one("SELECT path, depth FROM tasks WHERE id = ?",
+                                 (_task_id(parent_id, "parent id"),))
+                if prow is None:
+                    raise TaskNotFound(self.plan_id, parent_id)
+                cache.note_path(parent_id, prow[0], prow[1])
             ppath, depth = prow[0], prow[1] + 1
         else:
             ppath, depth = "", 0
@@ -339,20 +400,24 @@ class PlanStore:
         # Checked before the row exists: the new id is unknown to the caller, so naming it is
         # an unknown task (TaskNotFound), not a self-dependency.
         deps = self._check_dependencies(None, dependencies)
-        seq = self._one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
-        task_id = (seq[0] if seq else 0) + 1
+        task_id = cache.next_id
+        if task_id is None:
+            seq = self._one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
+            task_id = (seq[0] if seq else 0) + 1
         path = f"{ppath}/{task_id}"
-        self.conn.execute(
+        self.cur.execute(
             "INSERT INTO tasks (id, name, status, instruction, parent_id, position, path, depth, "
             "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (task_id, name, status, instruction, parent_id, key, path, depth, meta_json,
              stamp, stamp))
+        cache.next_id = task_id + 1
+        cache.note_path(task_id, path, depth)
         if deps:
             self._set_dependencies(task_id, deps, replace=False)
         if appended:
             self._note_append(parent_id, key, rank)
         else:
-            self.siblings.groups.pop(parent_id, None)
+            cache.groups.pop(parent_id, None)
         return PlanNode(
             id=task_id, plan_id=self.plan_id, name=name, status=status, instruction=instruction,
             parent_id=parent_id, position=rank, path=path, depth=depth,
@@ -361,48 +426,50 @@ class PlanStore:
 
     def update_task(self, task_id: int, fields: dict[str, Any],
                     stamp: str | None = None) -> PlanNode:
-        """Apply the non-None `fields` (names from UPDATABLE, plus `dependencies`); returns
-        the updated node."""
+        """Apply `fields` (names from UPDATABLE, in that order, plus ``dependencies``; None
+        values are skipped); returns the updated node."""
         _task_id(task_id)
         p = self.payloads
-        sets: list[str] = []
+        cols: list[str] = []
         params: list[Any] = []
-        for col in UPDATABLE:
-            value = fields.get(col)
+        deps = None
+        for col, value in fields.items():
             if value is None:
                 continue
-            if col == "name":
-                value = p.text(clean_name(value, "task name"))
-            elif col == "status":
+            if col == "status":
                 value = clean_name(value, "status", 64)
+            elif col == "dependencies":
+                deps = value
+                continue
+            elif col == "name":
+                value = p.text(clean_name(value, "task name"))
             elif col in ("metadata", "context_meta"):
                 value = p.json_object(value, col)
             elif col == "context_sections":
                 if not isinstance(value, list | tuple):
                     raise InvalidInput("context_sections must be a list")
                 value = p.json(list(value))
-            else:
+            elif col in UPDATABLE:
                 value = p.text(value, col)
-            sets.append(f"{col} = ?")  # col comes from UPDATABLE, never from the caller
+            else:
+                raise InvalidInput(f"{col!r} is not an updatable task field")
+            cols.append(col)
             params.append(value)
         stamp = stamp or self.stamp or now()
-        if any(fields.get(c) is not None for c in _CONTEXT):
-            sets.append("context_updated_at = ?")
+        sql = _update_sql(tuple(cols))
+        if _CONTEXT.intersection(cols):
             params.append(stamp)
-        sets.append("updated_at = ?")
         params.append(stamp)
-        # RETURNING hands back the updated row and its rank in the same statement (no
-        # re-read); an update never moves a task, so the rank is the same before and after.
-        rows = self.conn.execute(
-            f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? RETURNING {TASK_COLUMNS}, "
-            "(SELECT count(*) FROM tasks s WHERE s.parent_id IS tasks.parent_id "
-            "AND s.position < tasks.position)", (*params, task_id)).fetchall()
-        if not rows:
+        params.append(task_id)
+        self.cur.execute(sql, params)
+        if not self.conn.changes():
             raise TaskNotFound(self.plan_id, task_id)
-        deps = fields.get("dependencies")
         if deps is not None:
-            self._set_dependencies(task_id, self._check_dependencies(task_id, deps), replace=True)
-        return _row_to_node(self.plan_id, rows[0], rows[0][16], self._deps(task_id))
+            self._set_dependencies(task_id, self._check_dependencies(task_id, deps),
+                                   replace=True)
+        # Read back in the same transaction: plain UPDATE + one SELECT of the node is cheaper
+        # than UPDATE ... RETURNING, which buffers its rows in an ephemeral table.
+        return _node(self.plan_id, self._one(_SELECT_NODE, (task_id,)))
 
     def delete_task(self, task_id: int) -> int:
         """Delete the task and its whole subtree (edges go by cascade); returns rows deleted."""
@@ -410,7 +477,8 @@ class PlanStore:
         lo, hi = _subtree_range(row[6])
         self.conn.execute(
             "DELETE FROM tasks WHERE path >= ? AND path < ? OR id = ?", (lo, hi, task_id))
-        self.siblings.groups.pop(row[4], None)
+        self.cache.groups.pop(row[4], None)
+        self.cache.paths.clear()  # the subtree's ids are gone
         return self.conn.changes()
 
     def move_task(self, task_id: int, new_parent_id: int | None,
@@ -447,8 +515,9 @@ class PlanStore:
                 "UPDATE tasks SET path = ? || substr(path, ?), depth = depth + ? "
                 "WHERE path >= ? AND path < ? OR id = ?",
                 (new_path, len(old_path) + 1, depth - old_depth, lo, hi, task_id))
-        self.siblings.groups.pop(old_parent, None)
-        self.siblings.groups.pop(new_parent_id, None)
+        self.cache.groups.pop(old_parent, None)
+        self.cache.groups.pop(new_parent_id, None)
+        self.cache.paths.clear()  # the subtree's paths were rewritten
 
     # --- whole tree --------------------------------------------------------------------------
 
@@ -535,7 +604,7 @@ class PlanStore:
                 "UNION SELECT r.start, d.depends_on FROM task_dependencies d JOIN r "
                 "ON d.task_id = r.id) SELECT 1 FROM r WHERE start = id LIMIT 1"):
             raise DependencyCycle("the tree's dependencies contain a cycle")
-        self.siblings.groups.clear()
+        self.cache.clear()
 
     # --- snapshots ---------------------------------------------------------------------------
 
