@@ -99,6 +99,12 @@ def unlock(fd: int, path: Path) -> None:
     os.close(fd)
 
 
+# What a create_tasks spec may hold: create_task's arguments, plus links to earlier specs.
+_SPEC_FIELDS = frozenset((
+    "name", "status", "instruction", "parent_id", "metadata", "dependencies", "position",
+    "anchor_task_id", "anchor_position", "parent_index", "dependency_indexes"))
+
+
 def _earlier(index: Any, i: int) -> int:
     """A create_tasks index that names one of the specs before spec `i` (no negatives)."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < i:
@@ -608,27 +614,31 @@ class PlanRepository(RecordsMixin):
         out: list[PlanNode] = []
         inserted = False
         with self._plan_write(plan_id) as store:
+            create = store.create_task
             for i, spec in enumerate(specs):
                 if not isinstance(spec, dict):
                     raise InvalidInput(f"spec {i} must be a dict")
-                spec = dict(spec)
-                pidx = spec.pop("parent_index", None)
-                didx = spec.pop("dependency_indexes", None)
+                if not _SPEC_FIELDS.issuperset(spec):
+                    unknown = ", ".join(sorted(map(repr, set(spec) - _SPEC_FIELDS)))
+                    raise InvalidInput(f"spec {i}: unknown field(s) {unknown}")
+                if "name" not in spec:
+                    raise InvalidInput(f"spec {i}: a task needs a name")
+                get = spec.get
+                parent_id, deps = get("parent_id"), get("dependencies")
+                pidx, didx = get("parent_index"), get("dependency_indexes")
                 try:
                     if pidx is not None:
-                        spec["parent_id"] = out[_earlier(pidx, i)].id
+                        parent_id = out[_earlier(pidx, i)].id
                     if didx:
-                        spec["dependencies"] = list(spec.get("dependencies") or []) + [
-                            out[_earlier(j, i)].id for j in didx]
+                        deps = list(deps or []) + [out[_earlier(j, i)].id for j in didx]
                 except (IndexError, TypeError):
                     raise InvalidInput(f"spec {i}: parent_index/dependency_indexes must refer "
                                        "to earlier specs") from None
-                try:
-                    out.append(store.create_task(**spec))
-                except TypeError as exc:
-                    raise InvalidInput(f"spec {i}: {exc}") from None
-                inserted = inserted or spec.get("position") is not None or spec.get(
-                    "anchor_task_id") is not None
+                position, anchor = get("position"), get("anchor_task_id")
+                out.append(create(spec["name"], get("status", "pending"), get("instruction"),
+                                  parent_id, get("metadata"), deps, position, anchor,
+                                  get("anchor_position")))
+                inserted = inserted or position is not None or anchor is not None
             if inserted:  # a later insert shifted earlier siblings: report final positions
                 out = [store.node(n.id) for n in out]
         return out

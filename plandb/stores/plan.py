@@ -263,9 +263,6 @@ class PlanStore:
             return self._append_key(parent_id)
         return mx + STEP, n
 
-    def _note_append(self, parent_id: int | None, key: int, rank: int) -> None:
-        self.cache.groups[parent_id] = (key, rank + 1)
-
     def _key_at(self, parent_id: int | None, rank: int, exclude: int | None = None) -> tuple[int, int]:
         """(key, rank) to insert at dense `rank` among the children (excluding `exclude`)."""
         where, params = self._sibling_keys_sql(parent_id)
@@ -352,19 +349,22 @@ class PlanStore:
     # --- writes ------------------------------------------------------------------------------
 
     def create_task(
-        self, *, name: str, status: str = "pending", instruction: str | None = None,
+        self, name: str, status: str = "pending", instruction: str | None = None,
         parent_id: int | None = None, metadata: dict | None = None,
         dependencies: Any = None, position: int | None = None,
         anchor_task_id: int | None = None, anchor_position: str | None = None,
-        stamp: str | None = None,
     ) -> PlanNode:
-        """Insert one task; see `PlanRepository.create_task`. Caller holds the transaction."""
+        """Insert one task; see `PlanRepository.create_task`. Caller holds the transaction.
+
+        The append path (no position, no anchor) is written out flat: bulk creation runs it
+        once per task, and each helper call here cost more than the INSERT."""
         p = self.payloads
         name = p.text(clean_name(name, "task name"))
-        status = clean_name(status, "status", 64)
+        if status != "pending":
+            status = clean_name(status, "status", 64)
         instruction = p.text(instruction, "instruction")
         meta_json = p.json_object(metadata)
-        stamp = stamp or self.stamp or now()
+        stamp = self.stamp or now()
         if anchor_task_id is not None:
             anchor = self._row(anchor_task_id)
             if parent_id is not None and parent_id != anchor[4]:
@@ -390,8 +390,7 @@ class PlanStore:
             ppath, depth = prow[0], prow[1] + 1
         else:
             ppath, depth = "", 0
-        appended = position is None
-        if appended:
+        if position is None:
             key, rank = self._append_key(parent_id)
         else:
             if isinstance(position, bool) or not isinstance(position, int):
@@ -399,7 +398,7 @@ class PlanStore:
             key, rank = self._key_at(parent_id, position)
         # Checked before the row exists: the new id is unknown to the caller, so naming it is
         # an unknown task (TaskNotFound), not a self-dependency.
-        deps = self._check_dependencies(None, dependencies)
+        deps = self._check_dependencies(None, dependencies) if dependencies is not None else ()
         task_id = cache.next_id
         if task_id is None:
             seq = self._one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
@@ -414,15 +413,14 @@ class PlanStore:
         cache.note_path(task_id, path, depth)
         if deps:
             self._set_dependencies(task_id, deps, replace=False)
-        if appended:
-            self._note_append(parent_id, key, rank)
+        if position is None:
+            cache.groups[parent_id] = (key, rank + 1)  # the new last child
         else:
             cache.groups.pop(parent_id, None)
         return PlanNode(
-            id=task_id, plan_id=self.plan_id, name=name, status=status, instruction=instruction,
-            parent_id=parent_id, position=rank, path=path, depth=depth,
-            metadata=jsonutil.loads(meta_json, {}), dependencies=sorted(deps),
-            created_at=stamp, updated_at=stamp)
+            task_id, self.plan_id, name, status, instruction, parent_id, rank, path, depth,
+            jsonutil.loads(meta_json, {}) if meta_json else {}, sorted(deps), None, None, [],
+            {}, None, stamp, stamp)
 
     def update_task(self, task_id: int, fields: dict[str, Any],
                     stamp: str | None = None) -> PlanNode:
