@@ -174,7 +174,7 @@ def info(root: Root, as_json: bool) -> None:
     \b
     JSON: {"ok": true, "db_root": str, "exists": bool, "source": "option"|"env"|"default",
            "folders": {name: path}, "files": {name: path pattern},
-           "max_open_files": int, "busy_timeout_ms": int,
+           "max_open_files": int, "busy_timeout_ms": int, "background_checkpoints": bool,
            "schema_versions": {kind: latest version},
            "versions": {"plandb": str, "sqlite": str, "apsw": str}}
     """

@@ -118,6 +118,9 @@ class DatabaseConfig:
     max_open_files: int = 64
     busy_timeout_ms: int = 10_000
     write_retries: int = 5
+    # Pooled connections checkpoint their -wal in a background thread (plandb.checkpoints);
+    # False keeps SQLite's own: the commit that crosses 1000 pages checkpoints inline.
+    background_checkpoints: bool = True
     create: bool = True
     root: Path = field(init=False)
 
@@ -190,6 +193,7 @@ class DatabaseConfig:
             },
             "max_open_files": self.max_open_files,
             "busy_timeout_ms": self.busy_timeout_ms,
+            "background_checkpoints": self.background_checkpoints,
         }
 
     def plan_files(self) -> list[tuple[int, Path]]:

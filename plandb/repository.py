@@ -125,14 +125,15 @@ def _empty_file(path: Path) -> bool:
         return True
 
 
-class _PlanWrite:
+class _PlanWrite(write):
     """The context manager behind `PlanRepository._plan_write`: the plan's pooled handle, one
-    `write()` transaction on it, the call's timestamp and the after-commit dirty mark.
+    `write()` transaction on it (this is a `write`, set up on the handle's connection), the
+    call's timestamp, and the dirty mark once the plan file has committed.
 
     A class rather than a generator: it runs on every task write, where a generator-based
     context manager costs more than all of this bookkeeping."""
 
-    __slots__ = ("repo", "plan_id", "touch_meta", "handle", "store", "txn")
+    __slots__ = ("repo", "plan_id", "touch_meta", "handle", "store", "stamp")
 
     def __init__(self, repo: PlanRepository, plan_id: int, touch_meta: bool):
         self.repo = repo
@@ -144,16 +145,17 @@ class _PlanWrite:
         handle, path = repo._acquire_plan(plan_id)
         try:
             store = repo._store(handle, plan_id)
-            txn = write(store.conn, path, retries=repo.config.write_retries)
-            tx = txn.__enter__()
+            self.conn, self.path, self.retries = store.conn, path, repo.config.write_retries
+            tx = write.__enter__(self)
         except BaseException as exc:
             repo.pool.release(handle)
             if isinstance(exc, FileNotFoundError):
                 raise PlanNotFound(plan_id, "no plan file") from None
             raise
-        self.handle, self.store, self.txn = handle, store, txn
-        stamp = store.stamp = now()  # one timestamp for every row this call writes
-        tx.after_commit(lambda: repo._mark_dirty(plan_id, stamp))
+        self.handle, self.store = handle, store
+        stamp = self.stamp = store.stamp = now()  # one timestamp for every row this call writes
+        if self.savepoint is not None:  # inside another write: dirty once that one commits
+            tx.after_commit(lambda: repo._mark_dirty(plan_id, stamp))
         if self.touch_meta:
             try:
                 store.touch(stamp)
@@ -165,7 +167,7 @@ class _PlanWrite:
     def __exit__(self, etype: Any, exc: Any, tb: Any) -> bool:
         repo = self.repo
         try:
-            self.txn.__exit__(etype, exc, tb)  # commit, or roll back (and maybe translate)
+            write.__exit__(self, etype, exc, tb)  # commit, or roll back (and maybe translate)
         except FileNotFoundError:
             self.store.cache.clear()
             raise PlanNotFound(self.plan_id, "no plan file") from None
@@ -180,6 +182,8 @@ class _PlanWrite:
             if issubclass(etype, FileNotFoundError):
                 raise PlanNotFound(self.plan_id, "no plan file") from None
             return False
+        if self.savepoint is None:  # committed
+            repo._mark_dirty(self.plan_id, self.stamp)
         repo._maybe_flush()
         return False
 
@@ -207,7 +211,8 @@ class PlanRepository(RecordsMixin):
         if not isinstance(config, DatabaseConfig):
             config = DatabaseConfig(config)
         self.config = config
-        self.pool = ConnectionPool(config.max_open_files, config.busy_timeout_ms)
+        self.pool = ConnectionPool(config.max_open_files, config.busy_timeout_ms,
+                                   background_checkpoints=config.background_checkpoints)
         self.payloads = Payloads(redactor)
         self.registry_sync_interval = registry_sync_interval
         self._dirty: dict[int, str] = {}
@@ -292,7 +297,8 @@ class PlanRepository(RecordsMixin):
         """The plan file's pooled handle, locked (give it back with `pool.release`), checked to
         still be the file on disk; PlanNotFound if there is none. One function, not nested
         context managers: it runs on every task call."""
-        path, key = self._plan_file(plan_id)
+        entry = self._plan_paths.get(plan_id) if type(plan_id) is int else None
+        path, key = entry if entry is not None else self._plan_file(plan_id)
         pool = self.pool
         check = self._open_checks["plan"]
         for _attempt in range(3):

@@ -58,10 +58,13 @@ from baseline_planner import BaselinePlanner  # noqa: E402
 from floor import Floor  # noqa: E402
 from floor import now as floor_now  # noqa: E402
 
-from plandb import DatabaseConfig, PlanRepository, __version__  # noqa: E402
+from plandb import DatabaseConfig, PlanRepository, __version__, checkpoints  # noqa: E402
 from plandb.redaction import DEFAULT_REDACTOR  # noqa: E402
 
 IMPLS = ("plandb", "floor", "baseline")
+# plandb with SQLite's own inline checkpoints (background_checkpoints=False), run beside the
+# others in W1/W2 only: its rows show what the background checkpointer is worth.
+INLINE = "plandb_inline"
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 FANOUT = 10
 SEGMENT = 200  # first-N vs last-N calls
@@ -141,8 +144,9 @@ def action_payload(i: int, rng: random.Random) -> tuple[dict[str, Any], list[str
 class PlandbImpl:
     """plandb's public API, adapted to the bench's call shapes."""
 
-    def __init__(self, root: Path, max_open: int = 64):
-        self.repo = PlanRepository(DatabaseConfig(root, max_open_files=max_open))
+    def __init__(self, root: Path, max_open: int = 64, background_checkpoints: bool = True):
+        self.repo = PlanRepository(DatabaseConfig(
+            root, max_open_files=max_open, background_checkpoints=background_checkpoints))
 
     def close(self) -> None:
         self.repo.close()
@@ -182,6 +186,8 @@ def make_impl(name: str, root: Path, args) -> Any:
     root.mkdir(parents=True, exist_ok=True)
     if name == "plandb":
         return PlandbImpl(root, args.max_open)
+    if name == INLINE:
+        return PlandbImpl(root, args.max_open, background_checkpoints=False)
     if name == "floor":
         return Floor(root)
     return BaselinePlanner(root)
@@ -329,28 +335,39 @@ def w1_w2(impls: dict[str, Any], args, res: dict[str, Result]) -> None:
     last = w1.metric("flat_last200", f"W1-flat last {SEGMENT} calls", "calls/s")
     bulk = w1.metric("create_tasks_bulk", f"W1 create_tasks bulk ({n} tasks, one call)", "calls/s")
     upd = w2.metric("update_task", f"W2 update_task status at random ({n} calls)", "calls/s")
+    inline = {  # plandb with inline checkpoints, filed under "plandb" beside the same floor
+        "tree": w1.metric("create_task_tree_inline", "W1 tree, plandb checkpointing inline",
+                          "calls/s"),
+        "flat": w1.metric("create_task_flat_inline", "W1-flat, plandb checkpointing inline",
+                          "calls/s"),
+        "upd": w2.metric("update_task_inline", "W2, plandb checkpointing inline", "calls/s"),
+    }
     growth: list[float] = []
+    names = IMPLS + ((INLINE,) if INLINE in impls else ())
     for rep in range(args.reps):
-        for name in order(rep):
+        for name in order(rep, names):
             impl = impls[name]
             k = cap(args, name, n)
+            key, metrics = ("plandb", inline) if name == INLINE else (name, {
+                "tree": tree, "flat": flat, "upd": upd})
             # tree
             pid = impl.create_plan(f"w1 tree {rep}")
             ids, total, _, _ = run_creates(impl, pid, specs[:k], tree_parent)
-            tree.add(name, k / total, k)
+            metrics["tree"].add(key, k / total, k)
             # flat
             fpid = impl.create_plan(f"w1 flat {rep}")
             root = impl.create_task(fpid, "root")
             _, total, t_first, t_last = run_creates(impl, fpid, specs[:k],
                                                         lambda i, ids, root=root: root)
             seg = min(SEGMENT, k)
-            flat.add(name, k / total, k)
-            first.add(name, seg / t_first, seg)
-            last.add(name, seg / t_last, seg)
+            metrics["flat"].add(key, k / total, k)
+            if name != INLINE:
+                first.add(name, seg / t_first, seg)
+                last.add(name, seg / t_last, seg)
             if name == "plandb":
                 growth.append(t_first / t_last)
             # bulk (the baseline has no bulk call)
-            if name != "baseline":
+            if name not in ("baseline", INLINE):
                 bpid = impl.create_plan(f"w1 bulk {rep}")
                 t = timed(lambda impl=impl, bpid=bpid: impl.create_tasks(bpid, bulk_specs))
                 bulk.add(name, n / t, n)
@@ -363,10 +380,15 @@ def w1_w2(impls: dict[str, Any], args, res: dict[str, Result]) -> None:
             def updates(todo=todo, pid=pid, update=update):
                 for tid, status in todo:
                     update(pid, tid, status)
-            upd.add(name, k / timed(updates), k)
+            metrics["upd"].add(key, k / timed(updates), k)
             if name == "floor":
                 impl.release(pid)
                 impl.release(fpid)
+    for plain, alt in ((tree, inline["tree"]), (flat, inline["flat"]), (upd, inline["upd"])):
+        if "plandb" in alt.values:  # the inline rows compare with the same floor runs
+            alt.values["floor"], alt.calls["floor"] = plain.values["floor"], plain.calls["floor"]
+        else:
+            (w1 if alt in w1.metrics else w2).metrics.remove(alt)
     io_profile(impls, res)
     w1.targets += [
         Target("W1 tree per-call rate vs floor", tree.speedup("plandb", "floor"), ">=", 0.5),
@@ -449,9 +471,11 @@ def io_counts(impl, specs: list[dict]) -> dict[str, dict[str, float]]:
                                                                  "done"))}
     finally:
         conn.exec_trace = None
-        conn.wal_autocheckpoint(saved)
         if pinned is not None:
+            checkpoints.attach(conn)  # wal_autocheckpoint() replaced plandb's WAL hook
             impl.repo.pool.release(pinned)
+        else:
+            conn.wal_autocheckpoint(saved)
     if isinstance(impl, Floor):
         impl.release(pid)
     return out
@@ -879,6 +903,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-calls", type=int,
                    help="cap on the baseline's calls per per-call workload (0 = no cap)")
     p.add_argument("--only", help="comma-separated workloads, e.g. W1,W3")
+    p.add_argument("--no-inline", action="store_true",
+                   help="skip the W1/W2 rows of plandb with SQLite's inline checkpoints")
     p.add_argument("--root", help="work folder (default: a temp folder, removed afterwards)")
     p.add_argument("--out", default="bench-results.json", help="JSON results file")
     args = p.parse_args(argv)
@@ -907,8 +933,15 @@ def main(argv: list[str] | None = None) -> int:
         if set(args.only) & {"W1", "W2", "W3", "W4", "W5", "W6"}:
             for name in IMPLS:
                 impls[name] = make_impl(name, base / name, args)
+            if set(args.only) & {"W1", "W2"} and not args.no_inline:
+                impls[INLINE] = make_impl(INLINE, base / INLINE, args)
         try:
-            steps = [("W1", lambda: w1_w2(impls, args, results)),
+            def per_call_writes() -> None:
+                w1_w2(impls, args, results)
+                if INLINE in impls:  # W1/W2 only
+                    impls.pop(INLINE).close()
+
+            steps = [("W1", per_call_writes),
                      ("W3", lambda: w3(impls, args, results)),
                      ("W4", lambda: w4(impls, args, results)),
                      ("W5", lambda: w5(impls, args, results)),

@@ -27,7 +27,8 @@ def test_info_shape_and_nothing_created(tmp_path: Path):
     root = tmp_path / "not-yet"
     out = cli_json(root, "info")
     assert set(out) == {"ok", "db_root", "exists", "source", "folders", "files",
-                        "max_open_files", "busy_timeout_ms", "schema_versions", "versions"}
+                        "max_open_files", "busy_timeout_ms", "background_checkpoints",
+                        "schema_versions", "versions"}
     assert out["ok"] is True and out["exists"] is False and out["source"] == "option"
     assert out["db_root"] == str(root.resolve())
     assert out["folders"]["plans"] == str(root.resolve() / "plans")

@@ -82,11 +82,27 @@ def _node(plan_id: int, r: tuple) -> PlanNode:
         r[13], r[14], r[15])
 
 
+_MIN_ID, _MAX_ID = -(2**63), 2**63 - 1  # SQLite integers are 64-bit
+
+
 def _task_id(value: Any, what: str = "task id") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{what} must be an integer, got {type(value).__name__}")
-    if not -(2**63) <= value < 2**63:  # SQLite integers are 64-bit; binding it would overflow
+    if not _MIN_ID <= value <= _MAX_ID:  # binding it would overflow
         raise InvalidInput(f"{what} {value!r:.40} is out of range (ids are 64-bit integers)")
+    return value
+
+
+_STATUSES: set[str] = set()  # statuses already found valid: a planner uses a handful
+
+
+def _status(value: Any) -> str:
+    """`clean_name` for a status, remembered: it is checked on every create and update."""
+    if type(value) is str and value in _STATUSES:
+        return value
+    value = clean_name(value, "status", 64)
+    if len(_STATUSES) < 1024:
+        _STATUSES.add(value)
     return value
 
 
@@ -360,8 +376,7 @@ class PlanStore:
         once per task, and each helper call here cost more than the INSERT."""
         p = self.payloads
         name = p.text(clean_name(name, "task name"))
-        if status != "pending":
-            status = clean_name(status, "status", 64)
+        status = _status(status)
         instruction = p.text(instruction, "instruction")
         meta_json = p.json_object(metadata)
         stamp = self.stamp or now()
@@ -426,7 +441,8 @@ class PlanStore:
                     stamp: str | None = None) -> PlanNode:
         """Apply `fields` (names from UPDATABLE, in that order, plus ``dependencies``; None
         values are skipped); returns the updated node."""
-        _task_id(task_id)
+        if type(task_id) is not int or not _MIN_ID <= task_id <= _MAX_ID:
+            _task_id(task_id)  # raises the right InvalidInput
         p = self.payloads
         cols: list[str] = []
         params: list[Any] = []
@@ -435,7 +451,7 @@ class PlanStore:
             if value is None:
                 continue
             if col == "status":
-                value = clean_name(value, "status", 64)
+                value = _status(value)
             elif col == "dependencies":
                 deps = value
                 continue
@@ -583,7 +599,7 @@ class PlanStore:
             paths[node.id] = path
             rows.append((
                 node.id, p.text(clean_name(node.name, "task name")),
-                clean_name(node.status or "pending", "status", 64),
+                _status(node.status or "pending"),
                 p.text(node.instruction, "instruction"), node.parent_id, key, path,
                 path.count("/") - 1, p.json_object(node.metadata or None),
                 p.text(node.execution_result, "execution_result"),
