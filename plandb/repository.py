@@ -371,17 +371,21 @@ class PlanRepository(RecordsMixin):
             self._last_flush = time.monotonic()
         if not dirty:
             return
-        rows = []
-        for plan_id, stamp in dirty.items():
-            try:
-                with self._plan(plan_id) as store:
-                    rows.append((plan_id, store.task_count(), stamp))
-            except PlanDBError:
-                # Deleted meanwhile, or unreadable now: the registry keeps its last values
-                # (reconcile reports the file); the other plans' counts still go in.
-                continue
         try:
+            # Counts are read under the registry's write lock: flushes (of every repository
+            # and process) take turns, so the last one to write is also the last one to have
+            # counted. Read before taking the lock, a slow flush could overwrite a newer count
+            # with its older one (seen under `make stress`).
             with self._registry() as conn, write(conn, self.config.main_db_path) as _tx:
+                rows = []
+                for plan_id, stamp in dirty.items():
+                    try:
+                        with self._plan(plan_id) as store:
+                            rows.append((plan_id, store.task_count(), stamp))
+                    except PlanDBError:
+                        # Deleted meanwhile, or unreadable now: the registry keeps its last
+                        # values (reconcile reports the file); the others still go in.
+                        continue
                 reg.sync_counts(conn, rows)
         except BaseException:
             with self._dirty_lock:  # try again next time; marks made meanwhile are newer

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import shutil
 import stat
+import threading
+import time
 from pathlib import Path
 
 import apsw
@@ -171,6 +173,31 @@ def test_counts_reach_other_processes_by_the_next_flush(config):
     finally:
         writer.close()
         reader.close()
+
+
+def test_a_slow_flush_never_writes_an_older_count_over_a_newer_one(config):
+    """Regression (seen under `make stress`): flush() counted a plan's tasks, then waited for
+    the registry's write lock; meanwhile another writer added tasks, and the late flush wrote
+    its older count with the newer updated_at. Counts are now read under that lock."""
+    a = PlanRepository(config, registry_sync_interval=3600)
+    b = PlanRepository(config, registry_sync_interval=3600)
+    holder = apsw.Connection(str(config.main_db_path))
+    try:
+        pid = a.create_plan("p").id
+        a.create_task(pid, name="first")  # a's pending count: 1
+        holder.execute("BEGIN IMMEDIATE")  # the registry is busy
+        flushing = threading.Thread(target=a.flush)
+        flushing.start()
+        time.sleep(0.2)  # let a's flush reach the lock (before the fix: after counting)
+        b.create_tasks(pid, [{"name": f"t{i}"} for i in range(5)])  # not flushed by b
+        holder.execute("ROLLBACK")
+        flushing.join()
+        with PlanRepository(config) as reader:
+            assert reader.get_plan_summary(pid).task_count == 6
+    finally:
+        holder.close()
+        a.close()
+        b.close()
 
 
 def test_a_unreadable_plan_file_does_not_break_listing(repo):
