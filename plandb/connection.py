@@ -51,7 +51,10 @@ class Connection(apsw.Connection):
 
 
 def connection_busy_timeout(conn: apsw.Connection, ms: int) -> None:
-    """Wait up to `ms` for another writer instead of failing at once (apsw's default is 0)."""
+    """Wait up to `ms` for another writer instead of failing at once (apsw's default is 0).
+
+    plandb's `BusyWait` handler, not SQLite's timeout: it polls from 0.1 ms instead of 1, 2,
+    5, 10 ms steps (so ``PRAGMA busy_timeout`` reads 0)."""
     conn.set_busy_handler(BusyWait(ms))
 
 

@@ -2,8 +2,10 @@
 
 ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never has to upgrade a read
 lock (the classic SQLite deadlock), and never meets SQLITE_BUSY half-way through its body. Waiting
-for another writer is the busy timeout's job; if it expires, BEGIN is retried a bounded number of
-times with backoff, then `DatabaseBusy` is raised: "database is locked" never reaches a caller.
+for another writer is the busy handler's job (`BusyWait`, installed on every plandb connection);
+if it gives up, BEGIN is retried a bounded number of times with backoff (`retry_busy`, the one
+retry loop plandb has), then `DatabaseBusy` is raised: "database is locked" never reaches a
+caller.
 
 Nested `write()` on the same connection becomes a SAVEPOINT. Any exception rolls back (the
 savepoint, or the whole transaction) and propagates, translated to a `PlanDBError` if it came
