@@ -29,9 +29,11 @@ class Payloads:
 
     def json_object(self, value: Any, what: str = "metadata") -> str | None:
         """Like `json`, but the value must be a mapping (or None)."""
-        if value is not None and not isinstance(value, dict):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
             raise InvalidInput(f"{what} must be a dict (JSON object), got {type(value).__name__}")
-        return self.json(value)
+        return jsonutil.dumps(self.redactor.redact(value))  # as `json` does, one call less
 
     def text(self, value: Any, what: str = "text") -> str | None:
         """Redacted (and size-capped) text for a TEXT column (None stays NULL)."""
@@ -39,8 +41,7 @@ class Payloads:
             return None
         if not isinstance(value, str):
             raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
-        out = self.redactor.redact(value)
-        return out if isinstance(out, str) else str(out)
+        return self.redactor.redact_text(value)  # what `redact` gives for text, one call less
 
 
 def clean_name(value: Any, what: str = "name", max_len: int = 10_000) -> str:

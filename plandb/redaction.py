@@ -68,7 +68,14 @@ C-level scan: a substring test (``"://"``, ``"private key"``, a key stem such as
 ``token``), and for provider keys an ASCII translation that finds runs of 20+ key characters,
 which prose rarely has; only those runs meet the provider regex. Every regex starts with a
 literal and is bounded or possessive, and a match cannot start inside a run another attempt
-consumed, so none backtracks for long. Short strings already found clean are remembered.
+consumed, so none backtracks for long. Most stored text is clean prose, so before the rule
+chain one call checks a necessary condition of every guard at once (no run of key characters,
+no ``--``/``-u``, no ``earer``/``asic``, no ``://`` or key stem if there is a ``:``, ``=`` or
+``>``, nothing to cut, no surrogate, no extra pattern) and returns text that passes as it is.
+Short strings already found clean are remembered, and the walk handles clean short text, None,
+bools and ints inline, without a call per value. (Serialising a payload with orjson and
+checking its JSON text instead of walking it was measured and dropped: the key-stem scan over
+the whole text and the type check orjson's output needs cost nearly what the walk does.)
 """
 
 from __future__ import annotations
@@ -194,6 +201,8 @@ class Redactor:
                     "string, so redacting twice would keep changing the text"
                 )
             self._extra.append(compiled)
+        # Longest text `_quiet` may pass: longer text is cut; extra patterns must always run.
+        self._quiet_max = -1 if self._extra else max_string
         self._key_cache: dict[str, int] = {}
         self._clean: set[str] = set()
         for probe in ("password=", "token: ", "Authorization: Bearer ", "x "):
@@ -319,9 +328,11 @@ class Redactor:
         keep = size if size <= self.max_items else self.max_items - 1
         out: dict[str, Any] = {}
         clean, kinds = self._clean, self._key_cache
-        for key, item in islice(dict.items(value), keep):
+        items = dict.items(value)
+        for key, item in items if keep == size else islice(items, keep):
             # Keys repeat across payloads: known-clean text and cached kinds skip the calls.
-            if type(key) is str and len(key) <= _CLEAN_MAX and key in clean:
+            # (No length guard before `in`: a dict key's hash is already computed.)
+            if type(key) is str and key in clean:
                 text = key
             else:
                 text = self._key_text(key)
@@ -330,6 +341,16 @@ class Redactor:
                 kind = self._key_kind(text)
             if kind:
                 out[text] = self._sensitive_value(item, kind, depth, active)
+                continue
+            # `_walk` inlined for the common leaves (clean short text, None, bools, ints):
+            # most values are one of those, and a call per value is most of the cost.
+            t = type(item)
+            if t is str:
+                out[text] = item if len(item) <= _CLEAN_MAX and item in clean else self._text(item)
+            elif item is None or t is bool or (t is int and _INT_MIN <= item <= _INT_MAX):
+                out[text] = item
+            elif t is dict or t is list or t is tuple:
+                out[text] = self._container(item, depth, active)
             else:
                 out[text] = self._walk(item, depth, active)
         if keep < size:
@@ -341,11 +362,19 @@ class Redactor:
         size = len(items)
         keep = size if size <= self.max_items else self.max_items - 1
         out: list[Any] = []
-        for item in islice(items, keep):
+        clean = self._clean
+        for item in items if keep == size else islice(items, keep):
+            t = type(item)  # common leaves inlined, as in `_dict`
+            if t is str:
+                out.append(item if len(item) <= _CLEAN_MAX and item in clean else self._text(item))
+                continue
+            if item is None or t is bool or (t is int and _INT_MIN <= item <= _INT_MAX):
+                out.append(item)
+                continue
             # A [name, value] pair in a list is a header list (ASGI, requests): treat the name
             # like a dict key. Only when the pair itself is within the depth limit.
             if (
-                (type(item) is list or type(item) is tuple)
+                (t is list or t is tuple)
                 and len(item) == 2
                 and type(item[0]) in (str, bytes)
                 and depth < self.max_depth
@@ -355,7 +384,10 @@ class Redactor:
                 if kind:
                     out.append([head, self._sensitive_value(item[1], kind, depth + 1, active)])
                     continue
-            out.append(self._walk(item, depth, active))
+            if t is dict or t is list or t is tuple:
+                out.append(self._container(item, depth, active))
+            else:
+                out.append(self._walk(item, depth, active))
         if keep < size:
             out.append(MORE_ITEMS_TEMPLATE.format(n=size - keep))
         return out
@@ -394,27 +426,62 @@ class Redactor:
         if size <= _CLEAN_MAX and text in self._clean:
             return text
         original = text
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except (
-                UnicodeEncodeError
-            ):  # lone surrogates (surrogateescape'd paths): orjson refuses them
-                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-        dropped = 0
-        if size > self.max_string + _PRECUT_MARGIN:
-            dropped = size - self.max_string - _PRECUT_MARGIN
-            text = text[: self.max_string + _PRECUT_MARGIN]
-        scanned = self._scan(text)
-        if dropped or len(scanned) > self.max_string:
-            return self._cut(scanned, dropped)
-        if scanned is original and size <= _CLEAN_MAX:
+        if not self._quiet(text):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except (
+                    UnicodeEncodeError
+                ):  # lone surrogates (surrogateescape'd paths): orjson refuses them
+                    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            dropped = 0
+            if size > self.max_string + _PRECUT_MARGIN:
+                dropped = size - self.max_string - _PRECUT_MARGIN
+                text = text[: self.max_string + _PRECUT_MARGIN]
+            text = self._scan(text)
+            if dropped or len(text) > self.max_string:
+                return self._cut(text, dropped)
+        if text is original and size <= _CLEAN_MAX:
             # Log payloads repeat short values ("info", "tool_call", model names); remember
             # the ones known to be clean. Strings that held a secret are never kept.
             if len(self._clean) >= _CLEAN_CACHE_SIZE:
                 self._clean.clear()
             self._clean.add(original)
-        return scanned
+        return text
+
+    def _quiet(self, text: str) -> bool:
+        """True when `_text` may return `text` as it is without running a rule.
+
+        Each check is a necessary condition for a cut, the surrogate escape, or one guard in
+        `_scan_once`, all C-level scans in one frame; prose passes them all. False only means
+        "maybe": the full path decides. The checks that catch most secrets come first, so
+        that text holding one wastes little here.
+        """
+        if len(text) > self._quiet_max:
+            return False  # to be cut, or extra patterns to run
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            return False  # lone surrogates get escaped
+        # Provider keys need a run of MIN_TOKEN_LENGTH key characters. Those are ASCII, so
+        # UTF-8 bytes of other characters map to non-key bytes, like the "?" in _mask_tokens.
+        if (
+            len(raw) >= rules.MIN_TOKEN_LENGTH
+            and raw.translate(rules.RUN_TABLE).find(rules.RUN_SEED) >= 0
+        ):
+            return False
+        if "-" in text and ("--" in text or "-u" in text):
+            return False  # PEM blocks (-----BEGIN), --flags, curl -u
+        low = text.lower()
+        if "earer" in low or "asic" in low:
+            return False  # Bearer / Basic credentials
+        if ":" in text or "=" in text or ">" in text:
+            if "://" in text:
+                return False  # URL passwords
+            for stem in self._stems:  # what `_stem_hits` looks for
+                if stem in low:
+                    return False  # `key=value`, `key: value`, `<key>value` pairs
+        return True
 
     def _cut(self, text: str, dropped: int) -> str:
         """Cut redacted `text` to fit max_string with a truncation suffix.
