@@ -34,7 +34,8 @@ THRESHOLD_PAGES = 1000  # -wal size that asks for a checkpoint (SQLite's auto-ch
 INLINE_PAGES = 8 * THRESHOLD_PAGES  # past this the committing connection checkpoints itself
 PASSIVE_ROUNDS = 8  # non-blocking copies before the final RESTART ...
 CATCH_UP_PAGES = 64  # ... or fewer once at most this many pages are left to copy
-RESTART_WAIT_MS = 50  # how long the final RESTART may wait for the writer and readers
+RESTART_WAIT_MS = 5  # how long one RESTART try may wait for the writer and for readers
+RESTART_TRIES = 4  # RESTART tries per request
 
 
 class Checkpointer:
@@ -101,10 +102,13 @@ def _checkpoint_file(path: str) -> None:
     PASSIVE rounds do the bulk of the copy (and its fsyncs) without blocking anyone. A writer
     that keeps committing meanwhile keeps the -wal from ever being fully copied at the moment
     it begins its next transaction, which is the only moment SQLite restarts the -wal; so a
-    last RESTART checkpoint takes the write lock for the few frames left, then waits for
-    readers to leave the -wal. That wait holds writers back, so it is bounded by a short busy
-    timeout: a long reader makes it give up (the next commit asks again), never stall writers
-    for long.
+    RESTART checkpoint takes the write lock for the few frames left, then waits for readers
+    to leave the -wal. Writers wait while it holds the lock, so each try may wait only
+    `RESTART_WAIT_MS` for the lock and for readers: a try that waited long would find many
+    frames added meanwhile and copy them, fsyncs included, with the writer held back (seen:
+    20-50 ms stalls with one 50 ms try). A failed try falls back to a PASSIVE copy; the next
+    one starts after a new catch-up. After `RESTART_TRIES` the thread gives up: the next
+    commit asks again.
     """
     # READWRITE without CREATE: a file removed meanwhile is not brought back.
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
@@ -112,17 +116,19 @@ def _checkpoint_file(path: str) -> None:
         # SQLite's own busy handler, not plandb's Python one: it sleeps and retries without
         # the GIL, so its tries are not lined up with the writer thread's trips into SQLite.
         conn.set_busy_timeout(RESTART_WAIT_MS)
-        # Statements, not Connection.wal_checkpoint(): a connection that has read nothing yet
-        # has not opened the -wal, and the API call would silently checkpoint nothing.
-        # Each round copies what the -wal held when it began; stop once a round found few
-        # frames added since the previous one (so few arrived while it ran, too).
-        previous = 0
-        for _ in range(PASSIVE_ROUNDS):
-            frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]
-            if frames - previous <= CATCH_UP_PAGES:
-                break
-            previous = frames
-        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        for _ in range(RESTART_TRIES):
+            # Statements, not Connection.wal_checkpoint(): a connection that has read nothing
+            # yet has not opened the -wal, and the API call would silently checkpoint nothing.
+            # Each round copies what the -wal held when it began; stop once a round found few
+            # frames added since the previous one (so few arrived while it ran, too).
+            previous = 0
+            for _ in range(PASSIVE_ROUNDS):
+                frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]
+                if frames - previous <= CATCH_UP_PAGES:
+                    break
+                previous = frames
+            if conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()[0][0] == 0:
+                return
     finally:
         conn.close()
 

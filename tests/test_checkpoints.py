@@ -50,6 +50,19 @@ def test_the_wal_is_checkpointed_and_restarted_off_the_writing_thread(repo):
     assert len(repo.get_plan_tree(plan.id)) == 702
 
 
+def test_a_writer_that_never_pauses_still_gets_its_wal_restarted(repo, monkeypatch):
+    """A writer that commits back to back leaves the -wal fully copied at no moment it begins
+    a transaction, so only the background RESTART can start the -wal over (commits never
+    checkpoint by themselves here)."""
+    monkeypatch.setattr(checkpoints, "INLINE_PAGES", 10**9)
+    plan = repo.create_plan("never pauses")
+    calls = 3000  # one frame or more each: without a restart the -wal would hold >= calls
+    for i in range(calls):
+        repo.create_task(plan.id, name=f"t{i}", instruction="step " * 40)
+    assert CHECKPOINTER.wait_idle(timeout=60)
+    assert wal_frames(repo.config.plan_db_path(plan.id)) < calls
+
+
 def test_a_long_reader_never_blocks_writers_and_the_wal_restarts_after_it(
         repo, monkeypatch):
     """A reader holding an old snapshot keeps the -wal from being copied past it: background
