@@ -236,7 +236,7 @@ FLAG_SEP = re.compile(r"[ \t]+(?=[^\s-])")  # `--password hunter2`
 SCHEME = re.compile(
     r"(?i:" + "|".join(re.escape(s) for s in AUTH_SCHEMES) + r")[ \t]+(?=[^\s\"'`])"
 )
-UNQUOTED = re.compile(r"""[^\s"'`,;&<>)}]++""")
+UNQUOTED = re.compile(r"""[^\s"'`,;&<>)}]*+""")  # may be empty: `password=\n` has no value
 TO_EOL = re.compile(r"""[^\r\n"'`]*+""")  # cookie headers: `a=1; b=2` is all secret
 XML_VALUE = re.compile(r"[^<\r\n]*+")
 QUOTED = {

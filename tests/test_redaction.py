@@ -267,6 +267,14 @@ def test_bare_pwd_keeps_paths_only():
     assert redact("PWD=/srv/app PWD=hunter2;") == f"PWD=/srv/app PWD={REDACTED};"
 
 
+@pytest.mark.parametrize(
+    "text", ["password=\n", "PWD=\u2028", "token=,x", "secret: ;", "api_key=)", "x password=\n y"])
+def test_a_key_with_no_value_is_left_alone_and_the_payload_kept(text: str):
+    # Once an internal error on these replaced the whole payload with the marker.
+    assert redact(text) == text
+    assert redact({"note": text, "n": 1}) == {"note": text, "n": 1}
+
+
 def test_extra_keys_and_patterns():
     r = Redactor(
         extra_keys=["ssn", "cardNumber"], extra_patterns=[r"EMP-\d{6}", r"pin=(?P<secret>\d{4})"]
