@@ -33,7 +33,9 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
     for key in ("create_task_tree", "create_task_flat", "update_task", "create_plan"):
         for impl in ("plandb", "floor", "baseline"):
             assert len(metrics[key][impl]["reps"]) == 2, (key, impl)
-    assert doc["workloads"]["W7"]["info"]["secrets_leaked"] == 0
+    w7 = doc["workloads"]["W7"]["info"]
+    assert w7["secrets_leaked"] == 0
+    assert w7["clean_payloads_unchanged"] == w7["clean_payloads"] > 0
     w8 = doc["workloads"]["W8"]["info"]
     assert w8["plan_files"] == 12
     assert w8["fds_peak_extra"] <= w8["fds_bound"]
