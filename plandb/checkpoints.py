@@ -30,8 +30,11 @@ import apsw
 
 log = logging.getLogger("plandb.checkpoints")
 
-THRESHOLD_PAGES = 1000  # -wal size that asks for a checkpoint (SQLite's auto-checkpoint size)
-INLINE_PAGES = 8 * THRESHOLD_PAGES  # past this the committing connection checkpoints itself
+# -wal size that asks for a checkpoint: twice SQLite's auto-checkpoint size. Each restart of
+# the -wal holds a writer back for two fsyncs (see _checkpoint_file), so a writer that never
+# pauses meets half as many; the -wal file may grow to ~8 MB.
+THRESHOLD_PAGES = 2000
+INLINE_PAGES = 4 * THRESHOLD_PAGES  # past this the committing connection checkpoints itself
 PASSIVE_ROUNDS = 8  # non-blocking copies before the final RESTART ...
 CATCH_UP_PAGES = 64  # ... or fewer once at most this many pages are left to copy
 RESTART_WAIT_MS = 5  # how long one RESTART try may wait for the writer and for readers

@@ -1,5 +1,6 @@
 """Background WAL checkpoints (plandb.checkpoints): pooled connections hand the checkpoint to
-one thread per process instead of stalling the commit that crosses 1000 pages.
+one thread per process instead of stalling the commit that crosses 1000 pages (the tests set
+that threshold; plandb's own is THRESHOLD_PAGES).
 
 Each test writes real pages to real files and reads the -wal's state back through a separate
 connection; none looks at a clock.
@@ -33,7 +34,8 @@ def write_pages(repo: PlanRepository, plan_id: int, calls: int) -> None:
         repo.create_task(plan_id, name=f"t{i}", instruction=BIG)
 
 
-def test_the_wal_is_checkpointed_and_restarted_off_the_writing_thread(repo):
+def test_the_wal_is_checkpointed_and_restarted_off_the_writing_thread(repo, monkeypatch):
+    monkeypatch.setattr(checkpoints, "THRESHOLD_PAGES", 1000)  # the sizes below assume it
     plan = repo.create_plan("busy plan")
     path = repo.config.plan_db_path(plan.id)
     done, inline = CHECKPOINTER.completed, CHECKPOINTER.inline
@@ -54,6 +56,7 @@ def test_a_writer_that_never_pauses_still_gets_its_wal_restarted(repo, monkeypat
     """A writer that commits back to back leaves the -wal fully copied at no moment it begins
     a transaction, so only the background RESTART can start the -wal over (commits never
     checkpoint by themselves here)."""
+    monkeypatch.setattr(checkpoints, "THRESHOLD_PAGES", 1000)
     monkeypatch.setattr(checkpoints, "INLINE_PAGES", 10**9)
     plan = repo.create_plan("never pauses")
     calls = 3000  # one frame or more each: without a restart the -wal would hold >= calls
@@ -68,6 +71,7 @@ def test_a_long_reader_never_blocks_writers_and_the_wal_restarts_after_it(
     """A reader holding an old snapshot keeps the -wal from being copied past it: background
     checkpoints give up, commits past INLINE_PAGES try themselves, and every write still
     succeeds. Once the reader is gone the -wal is copied and starts over."""
+    monkeypatch.setattr(checkpoints, "THRESHOLD_PAGES", 1000)
     monkeypatch.setattr(checkpoints, "INLINE_PAGES", 1500)
     plan = repo.create_plan("read while written")
     path = repo.config.plan_db_path(plan.id)
