@@ -220,6 +220,10 @@ class Redactor:
     def redact(self, value: Any) -> Any:
         """Return a redacted, orjson-serialisable copy of `value`. Never raises or mutates."""
         try:
+            if type(value) is dict and self.max_depth:
+                # What _walk -> _container do for a top-level dict (the common payload),
+                # without the two calls.
+                return self._dict(value, 1, {id(value)})
             return self._walk(value, 0, set())
         except Exception:
             # A container mutated by another thread mid-walk, a hostile __len__ ...: losing

@@ -302,9 +302,11 @@ class Result:
 
 def settle() -> None:
     """Before a timed segment: let plandb's checkpoint thread finish what earlier segments
-    asked of it, so that no workload is charged with another's checkpoints (those a segment
-    triggers still run during it, competing for the disk and the cores), and collect garbage."""
+    asked of it, and the kernel write back what they left dirty, so that no workload is
+    charged with another's I/O (what a segment causes itself still runs during it, on the same
+    cores and disk); then collect garbage."""
     checkpoints.CHECKPOINTER.wait_idle(timeout=60)
+    os.sync()
     gc.collect()
 
 
