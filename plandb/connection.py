@@ -81,10 +81,12 @@ def connection_foreign_keys(conn: apsw.Connection, ms: int) -> None:
 def connection_checkpoints(conn: apsw.Connection, ms: int) -> None:
     """Auto-checkpoint every 1000 pages (SQLite's default, stated so it is a decision).
 
-    Measured against 4000 pages: the same write rates, but a 4000-page checkpoint is one
-    large pause that lands on whichever call crosses the line (W1-flat's last 200 calls ran at
-    half the rate of the first 200 when it fell there); 1000 pages spreads smaller pauses
-    evenly and bounds the -wal at ~4 MiB. close() checkpoints fully."""
+    This is the inline checkpoint, paid by the committing call: for short-lived connections
+    and for pools with background checkpoints off. Measured against 4000 pages: the same write
+    rates, but a 4000-page checkpoint is one large pause on whichever call crosses the line
+    (W1-flat's last 200 calls ran at half the rate of the first 200 when it fell there).
+    Pooled connections replace it with `plandb.checkpoints` (asked at 2000 pages: its pauses
+    are a restart's two fsyncs, whatever the size). close() checkpoints fully."""
     conn.wal_autocheckpoint(1000)
 
 
