@@ -250,7 +250,7 @@ class ConnectionPool:
                 on_open: Callable[[apsw.Connection, Path], None] | None = None,
                 *, create: bool = True) -> Handle:
         """`use` without the context manager, for hot paths: pair it with `release`."""
-        key = path if type(path) is str else os.fspath(path)  # _key(), inline: a hot path
+        key = _key(path)
         while True:
             with self._lock:
                 if self._closed:

@@ -204,11 +204,6 @@ class PlanStore:
             raise TaskNotFound(self.plan_id, task_id)
         return row
 
-    def _deps(self, task_id: int) -> list[int]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT depends_on FROM task_dependencies WHERE task_id = +? ORDER BY depends_on",
-            (task_id,))]
-
     def _sibling_keys_sql(self, parent_id: int | None) -> tuple[str, tuple]:
         if parent_id is None:
             return "parent_id IS NULL", ()
