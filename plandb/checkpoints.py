@@ -53,11 +53,12 @@ class Checkpointer:
         self.inline = 0  # checkpoints a committing connection had to run itself
 
     def request(self, path: str) -> None:
-        """Checkpoint `path` soon (once, however often it is asked before the thread gets to
-        it; a request for the file being checkpointed now is dropped: the next commit asks
-        again if pages are still left)."""
+        """Checkpoint `path` soon: once, however often it is asked before the thread gets to
+        it. A request for the file being checkpointed now queues one more run after this
+        one, so the last commit a writer makes is always followed by a whole run (a run
+        racing a writer may fail to restart the -wal; the run after the writer stops cannot)."""
         with self._cond:
-            if path in self._pending or path == self._running:
+            if path in self._pending:
                 return
             self._pending[path] = None
             if self._thread is None:
@@ -111,7 +112,8 @@ def _checkpoint_file(path: str) -> None:
     frames added meanwhile and copy them, fsyncs included, with the writer held back (seen:
     20-50 ms stalls with one 50 ms try). A failed try falls back to a PASSIVE copy; the next
     one starts after a new catch-up. After `RESTART_TRIES` the thread gives up: the next
-    commit asks again.
+    commit asks again (see `Checkpointer.request`). A run that finds the -wal already
+    started over, below `THRESHOLD_PAGES`, has nothing to do.
     """
     # READWRITE without CREATE: a file removed meanwhile is not brought back.
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
@@ -127,6 +129,8 @@ def _checkpoint_file(path: str) -> None:
             previous = 0
             for _ in range(PASSIVE_ROUNDS):
                 frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]
+                if frames < THRESHOLD_PAGES and not previous:
+                    return  # started over since it was asked: the next commit asks again
                 if frames - previous <= CATCH_UP_PAGES:
                     break
                 previous = frames
