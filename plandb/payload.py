@@ -29,11 +29,19 @@ class Payloads:
 
     def json_object(self, value: Any, what: str = "metadata") -> str | None:
         """Like `json`, but the value must be a mapping (or None)."""
+        return self.object(value, what)[1]
+
+    def object(self, value: Any, what: str = "metadata") -> tuple[Any, str | None]:
+        """A mapping (or None) redacted, and its JSON text: the first is what reading the
+        column back gives (None -> ``{}``), without parsing the second. Redaction returns
+        JSON types only (str keys, lists, 64-bit ints, finite floats), which orjson writes and
+        reads back unchanged."""
         if value is None:
-            return None
+            return {}, None
         if not isinstance(value, dict):
             raise InvalidInput(f"{what} must be a dict (JSON object), got {type(value).__name__}")
-        return self.json(value)
+        redacted = self.redactor.redact(value)
+        return redacted, jsonutil.dumps(redacted)
 
     def text(self, value: Any, what: str = "text") -> str | None:
         """Redacted (and size-capped) text for a TEXT column (None stays NULL)."""

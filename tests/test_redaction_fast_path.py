@@ -223,6 +223,26 @@ def test_leaves_inlined_in_the_walk_match_walk_itself(value: Any):
         assert fast.redact((1, value)) == [1, alone]  # not a [name, value] pair: 1 is no name
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 == 1.0 == True, [1] != (1,))."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same, a, b))
+    return a == b or (a != a and b != b)
+
+
+@PROPERTY
+@given(st.dictionaries(st.one_of(keys, odd_keys), json_like, max_size=6))
+def test_a_redacted_mapping_is_what_its_json_text_reads_back_as(value: Any):
+    """create_task returns `Payloads.object`'s mapping instead of parsing the JSON it stored."""
+    for fast, _ in PAIRS:
+        redacted, text = Payloads(fast).object(value)
+        assert same(jsonutil.loads(text), redacted)
+
+
 @pytest.mark.parametrize(("fast", "ref"), PAIRS, ids=[repr(cfg) for cfg in CONFIGS])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 6])

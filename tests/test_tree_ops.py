@@ -547,8 +547,9 @@ _json = st.recursive(
        sections=st.lists(_json, max_size=4))
 def test_any_text_and_json_round_trip_as_the_payload_layer_stored_them(
         repo, plan_id, name, metadata, sections):
-    node = repo.create_task(plan_id, name=name, metadata=metadata)
-    node = repo.update_task(plan_id, node.id, context_sections=sections)
+    created = repo.create_task(plan_id, name=name, metadata=metadata)
+    assert created == repo.get_node(plan_id, created.id)  # built without reading it back
+    node = repo.update_task(plan_id, created.id, context_sections=sections)
     assert node.name == repo.payloads.text(name)
     assert node.metadata == (jsonutil.loads(repo.payloads.json(metadata)) or {})
     assert node.context_sections == jsonutil.loads(repo.payloads.json(sections))

@@ -373,7 +373,7 @@ class PlanStore:
         name = p.text(clean_name(name, "task name"))
         status = _status(status)
         instruction = p.text(instruction, "instruction")
-        meta_json = p.json_object(metadata)
+        meta, meta_json = p.object(metadata)
         stamp = self.stamp or now()
         if anchor_task_id is not None:
             anchor = self._row(anchor_task_id)
@@ -429,7 +429,7 @@ class PlanStore:
             cache.groups.pop(parent_id, None)
         return PlanNode(
             task_id, self.plan_id, name, status, instruction, parent_id, rank, path, depth,
-            jsonutil.loads(meta_json, {}) if meta_json else {}, sorted(deps), None, None, [],
+            meta, sorted(deps), None, None, [],
             {}, None, stamp, stamp)
 
     def update_task(self, task_id: int, fields: dict[str, Any],
