@@ -19,8 +19,8 @@ payloads and list_action_logs paging; W7 redaction alone (MB/s of JSON, and a re
 W8 a root with many plan files: touch each once, peak open descriptors and RSS, and
 `plandb inspect --json` time.
 
-The baseline is far slower than the floor (25-40x on a 2-core VM, more where fsync costs
-more), so by default it runs only the first
+The baseline is far slower than the floor (25-90x on the 2-core VMs it was run on, more
+where fsync costs more), so by default it runs only the first
 ``--baseline-calls`` calls of each per-call workload (and a fifteenth of that many create_plan
 calls). That favours the baseline (fewer siblings to resequence, smaller files), so the
 plandb/baseline ratios printed are lower bounds. ``--baseline-calls 0`` runs it in full.
